@@ -1,0 +1,200 @@
+//! Node identities: one Ed25519 key per node. The same key signs every
+//! envelope and (in the node) derives the libp2p PeerId, so "who signed" and
+//! "who is connected" are the same fact.
+
+use std::fmt;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// Length in bytes of a public key.
+pub const PUBLIC_KEY_LEN: usize = 32;
+/// Length in bytes of a signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Errors about key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A public key did not have 32 bytes.
+    #[error("public key has {0} bytes, expected 32")]
+    PublicKeyLength(usize),
+    /// 32 bytes that are not a valid Ed25519 point, or a weak (small-order) key.
+    #[error("public key is not a valid Ed25519 key")]
+    InvalidPublicKey,
+    /// A signature did not have 64 bytes.
+    #[error("signature has {0} bytes, expected 64")]
+    SignatureLength(usize),
+    /// A hex string did not decode to a key.
+    #[error("not a hex-encoded 32-byte key")]
+    BadHex,
+}
+
+/// A node's secret signing key. Never serialised by this crate except on
+/// explicit request (`to_secret_bytes`), and zeroised on drop.
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl Identity {
+    /// An identity from 32 secret bytes. The caller supplies the randomness
+    /// (this crate has none of its own).
+    pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
+        Self { key: SigningKey::from_bytes(secret) }
+    }
+
+    /// A fresh identity drawn from `rng`.
+    pub fn generate<R: rand_core::CryptoRng + rand_core::RngCore>(rng: &mut R) -> Self {
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        Self::from_secret_bytes(&secret)
+    }
+
+    /// The 32 secret bytes, for writing a key file.
+    pub fn to_secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.key.verifying_key())
+    }
+
+    /// Signs `message` as is. Callers that sign protocol objects go through
+    /// [`crate::envelope::Envelope::seal`], which adds domain separation.
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.key.sign(message).to_bytes()
+    }
+
+    /// The underlying dalek key, for formats that define their own signing
+    /// input (checkpoint notes).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.public())
+    }
+}
+
+/// A node's public key: its identity in the federation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(VerifyingKey);
+
+impl PartialOrd for PublicKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PublicKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_bytes().cmp(other.0.as_bytes())
+    }
+}
+
+impl PublicKey {
+    /// Parses 32 bytes, rejecting invalid and weak (small-order) points.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        let arr: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|_| KeyError::PublicKeyLength(bytes.len()))?;
+        let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::InvalidPublicKey)?;
+        if key.is_weak() {
+            return Err(KeyError::InvalidPublicKey);
+        }
+        Ok(Self(key))
+    }
+
+    /// Parses the lower-case hex form printed by `Display`.
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        let bytes = hex::decode(s.trim()).map_err(|_| KeyError::BadHex)?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// The 32 bytes.
+    pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.0.to_bytes()
+    }
+
+    /// The underlying dalek key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
+    /// Verifies a raw signature with `verify_strict` (rejects malleable and
+    /// small-order forms). Protocol objects use the envelope instead.
+    pub(crate) fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(sig) = <[u8; SIGNATURE_LEN]>::try_from(signature) else {
+            return false;
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&sig);
+        self.0.verify_strict(message, &sig).is_ok()
+    }
+
+    /// The first 8 hex digits, for logs and tables.
+    pub fn short(&self) -> String {
+        hex::encode(&self.to_bytes()[..4])
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.short())
+    }
+}
+
+impl Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes_vec(d)?;
+        PublicKey::from_bytes(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Deserialises a byte string (CBOR bytes) or a sequence of u8 into a Vec.
+pub(crate) fn serde_bytes_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_bytes(V)
+}
+
+/// Verifies many (message, signature, key) triples at once, for auditors that
+/// check a whole log. Falls back to nothing: any failure fails the batch, and
+/// the caller re-checks one by one to name the bad one.
+pub fn verify_batch(messages: &[&[u8]], signatures: &[[u8; SIGNATURE_LEN]], keys: &[PublicKey]) -> bool {
+    if messages.len() != signatures.len() || messages.len() != keys.len() {
+        return false;
+    }
+    let sigs: Vec<ed25519_dalek::Signature> = signatures.iter().map(ed25519_dalek::Signature::from_bytes).collect();
+    let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.0).collect();
+    ed25519_dalek::verify_batch(messages, &sigs, &vks).is_ok()
+}

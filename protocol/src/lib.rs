@@ -1,0 +1,33 @@
+//! The sans-I/O core of Fulcrum.
+//!
+//! Everything that decides what is true in a federation lives here, with no
+//! networking, no storage, no clock and no randomness of its own: time and
+//! RNGs come in as arguments and effects go out as values ([`negotiation::Step`]).
+//! The node crate is the I/O shell that performs them.
+//!
+//! - [`keys`], [`envelope`]: identities and domain-separated signed envelopes.
+//! - [`offer`], [`book`], [`matching`]: offers, their validation, the offer
+//!   book, constraint matching and ranking.
+//! - [`negotiation`], [`ledger`], [`contract`], [`messages`]: the two roles'
+//!   state machines over a capacity ledger that cannot oversell.
+//! - [`merkle`], [`checkpoint`], [`record`]: the agreement log's Merkle tree,
+//!   signed checkpoints and record format.
+//! - [`membership`]: charters, member certificates and revocations.
+
+#![warn(missing_docs)]
+
+pub mod book;
+pub mod contract;
+pub mod envelope;
+pub mod ids;
+pub mod keys;
+pub mod ledger;
+pub mod limits;
+pub mod matching;
+pub mod membership;
+pub mod messages;
+pub mod negotiation;
+pub mod offer;
+pub mod record;
+
+pub use limits::Limits;

@@ -1,0 +1,454 @@
+//! Federation membership: a charter names the admission authorities and the
+//! threshold k; a member certificate is valid when k distinct authorities of
+//! the charter signed it and it is within its validity; a revocation signed
+//! by k authorities ends it. A threshold of 0 is an open federation.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use fulcrum_proto::v1 as wire;
+use prost::Message;
+
+use crate::envelope::{Kind, sign_detached, verify_detached};
+use crate::keys::{Identity, PublicKey, SIGNATURE_LEN};
+use crate::limits::Limits;
+use crate::offer::Country;
+
+/// Why a charter, certificate or revocation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// The charter is inconsistent.
+    #[error("charter is invalid: {0}")]
+    BadCharter(String),
+    /// Not protobuf, or over the size limit.
+    #[error("{what} is malformed: {reason}")]
+    Malformed {
+        /// Certificate or revocation.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Issued for another federation.
+    #[error("issued for federation {got:?}, expected {expected:?}")]
+    WrongFederation {
+        /// Ours.
+        expected: String,
+        /// Theirs.
+        got: String,
+    },
+    /// Fewer than k valid signatures from distinct charter authorities.
+    #[error("{valid} valid authority signatures, {threshold} required")]
+    NotEnoughSignatures {
+        /// Valid distinct signatures found.
+        valid: usize,
+        /// Threshold.
+        threshold: usize,
+    },
+    /// Not yet valid.
+    #[error("certificate is valid from {not_before_ms}, now is {now_ms}")]
+    NotYetValid {
+        /// Start of validity.
+        not_before_ms: u64,
+        /// Now.
+        now_ms: u64,
+    },
+    /// Expired.
+    #[error("certificate expired at {not_after_ms}, now is {now_ms}")]
+    Expired {
+        /// End of validity.
+        not_after_ms: u64,
+        /// Now.
+        now_ms: u64,
+    },
+    /// The member was revoked.
+    #[error("member {0} is revoked")]
+    Revoked(PublicKey),
+    /// No certificate is known for this member.
+    #[error("no certificate is known for {0}")]
+    NoCertificate(PublicKey),
+}
+
+/// The charter of a federation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charter {
+    /// Federation name.
+    pub name: String,
+    /// Public keys of the admission authorities.
+    pub authorities: Vec<PublicKey>,
+    /// Signatures needed to admit or revoke; 0 is an open federation.
+    pub threshold: usize,
+}
+
+impl Charter {
+    /// Checks the charter is coherent.
+    pub fn validate(&self) -> Result<(), MembershipError> {
+        if self.name.is_empty()
+            || self.name.len() > 128
+            || self.name.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(MembershipError::BadCharter(
+                "name must be 1 to 128 printable characters without spaces".into(),
+            ));
+        }
+        let distinct: HashSet<&PublicKey> = self.authorities.iter().collect();
+        if distinct.len() != self.authorities.len() {
+            return Err(MembershipError::BadCharter("an authority key is listed twice".into()));
+        }
+        if self.threshold > self.authorities.len() {
+            return Err(MembershipError::BadCharter(format!(
+                "threshold {} exceeds the {} authorities",
+                self.threshold,
+                self.authorities.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// True for an open (development) federation.
+    pub fn is_open(&self) -> bool {
+        self.threshold == 0
+    }
+
+    /// Counts valid signatures over `body` from distinct authorities of this charter.
+    fn count_valid(&self, kind: Kind, body: &[u8], signatures: &[(PublicKey, [u8; SIGNATURE_LEN])]) -> usize {
+        let mut seen = HashSet::new();
+        signatures
+            .iter()
+            .filter(|(who, sig)| {
+                self.authorities.contains(who)
+                    && !seen.contains(who)
+                    && verify_detached(who, kind, body, sig)
+                    && seen.insert(*who)
+            })
+            .count()
+    }
+}
+
+/// What a member certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateBody {
+    /// Federation.
+    pub federation: String,
+    /// The member's node key.
+    pub member: PublicKey,
+    /// Organisation name.
+    pub organisation: String,
+    /// Country of the organisation.
+    pub country: Country,
+    /// Labels the authorities vouch for.
+    pub labels: BTreeSet<String>,
+    /// Start of validity, Unix ms.
+    pub not_before_ms: u64,
+    /// End of validity, Unix ms.
+    pub not_after_ms: u64,
+    /// Serial chosen by the requester.
+    pub serial: u64,
+}
+
+impl CertificateBody {
+    /// The exact bytes the authorities sign (a certificate request).
+    pub fn encode(&self) -> Vec<u8> {
+        wire::MemberCertificateBody {
+            federation: self.federation.clone(),
+            member: self.member.to_bytes().to_vec(),
+            organisation: self.organisation.clone(),
+            country: self.country.as_str().to_owned(),
+            labels: self.labels.iter().cloned().collect(),
+            not_before_ms: self.not_before_ms,
+            not_after_ms: self.not_after_ms,
+            serial: self.serial,
+        }
+        .encode_to_vec()
+    }
+
+    /// Parses body bytes.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<CertificateBody, MembershipError> {
+        let bad = |reason: &str| MembershipError::Malformed { what: "certificate", reason: reason.to_owned() };
+        if bytes.len() > Kind::MemberCertificate.max_body_len() {
+            return Err(bad("body too large"));
+        }
+        let w = wire::MemberCertificateBody::decode(bytes).map_err(|e| bad(&e.to_string()))?;
+        let member = PublicKey::from_bytes(&w.member).map_err(|e| bad(&e.to_string()))?;
+        let country = Country::parse(&w.country).ok_or_else(|| bad("country is not ISO 3166-1 alpha-2"))?;
+        if w.labels.len() > limits.max_labels || w.labels.iter().any(|l| l.is_empty() || l.len() > limits.max_text_len)
+        {
+            return Err(bad("labels"));
+        }
+        if w.organisation.len() > limits.max_text_len * 2 || w.federation.len() > limits.max_text_len {
+            return Err(bad("text field too long"));
+        }
+        if w.not_after_ms <= w.not_before_ms {
+            return Err(bad("validity ends before it starts"));
+        }
+        Ok(CertificateBody {
+            federation: w.federation,
+            member,
+            organisation: w.organisation,
+            country,
+            labels: w.labels.into_iter().collect(),
+            not_before_ms: w.not_before_ms,
+            not_after_ms: w.not_after_ms,
+            serial: w.serial,
+        })
+    }
+}
+
+/// One authority's signature over a body.
+pub type AuthoritySignature = (PublicKey, [u8; SIGNATURE_LEN]);
+
+fn signatures_from_wire(
+    sigs: Vec<wire::AuthoritySignature>,
+    what: &'static str,
+) -> Result<Vec<AuthoritySignature>, MembershipError> {
+    if sigs.len() > 64 {
+        return Err(MembershipError::Malformed { what, reason: "more than 64 signatures".into() });
+    }
+    sigs.into_iter()
+        .map(|s| {
+            let key = PublicKey::from_bytes(&s.authority)
+                .map_err(|e| MembershipError::Malformed { what, reason: e.to_string() })?;
+            let sig: [u8; SIGNATURE_LEN] = s
+                .signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| MembershipError::Malformed { what, reason: "signature is not 64 bytes".into() })?;
+            Ok((key, sig))
+        })
+        .collect()
+}
+
+fn signatures_to_wire(sigs: &[AuthoritySignature]) -> Vec<wire::AuthoritySignature> {
+    sigs.iter()
+        .map(|(k, s)| wire::AuthoritySignature { authority: k.to_bytes().to_vec(), signature: s.to_vec() })
+        .collect()
+}
+
+/// A member certificate: body bytes and authority signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberCertificate {
+    body_bytes: Vec<u8>,
+    body: CertificateBody,
+    signatures: Vec<AuthoritySignature>,
+}
+
+impl MemberCertificate {
+    /// One authority signs a request (offline).
+    pub fn sign_request(authority: &Identity, body_bytes: &[u8]) -> AuthoritySignature {
+        (authority.public(), sign_detached(authority, Kind::MemberCertificate, body_bytes))
+    }
+
+    /// Combines signatures into a certificate (checked later by [`MemberCertificate::verify`]).
+    pub fn assemble(
+        body_bytes: Vec<u8>,
+        signatures: Vec<AuthoritySignature>,
+        limits: &Limits,
+    ) -> Result<MemberCertificate, MembershipError> {
+        let body = CertificateBody::decode(&body_bytes, limits)?;
+        Ok(MemberCertificate { body_bytes, body, signatures })
+    }
+
+    /// Parses wire bytes.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<MemberCertificate, MembershipError> {
+        if bytes.len() > limits.max_envelope_bytes {
+            return Err(MembershipError::Malformed { what: "certificate", reason: "too large".into() });
+        }
+        let w = wire::MemberCertificate::decode(bytes)
+            .map_err(|e| MembershipError::Malformed { what: "certificate", reason: e.to_string() })?;
+        let signatures = signatures_from_wire(w.signatures, "certificate")?;
+        MemberCertificate::assemble(w.body, signatures, limits)
+    }
+
+    /// Wire bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        wire::MemberCertificate { body: self.body_bytes.clone(), signatures: signatures_to_wire(&self.signatures) }
+            .encode_to_vec()
+    }
+
+    /// Checks federation, k distinct valid authority signatures and validity at `now_ms`.
+    pub fn verify(&self, charter: &Charter, now_ms: u64) -> Result<(), MembershipError> {
+        if self.body.federation != charter.name {
+            return Err(MembershipError::WrongFederation {
+                expected: charter.name.clone(),
+                got: self.body.federation.clone(),
+            });
+        }
+        let valid = charter.count_valid(Kind::MemberCertificate, &self.body_bytes, &self.signatures);
+        if valid < charter.threshold.max(1) {
+            return Err(MembershipError::NotEnoughSignatures { valid, threshold: charter.threshold.max(1) });
+        }
+        if now_ms < self.body.not_before_ms {
+            return Err(MembershipError::NotYetValid { not_before_ms: self.body.not_before_ms, now_ms });
+        }
+        if now_ms >= self.body.not_after_ms {
+            return Err(MembershipError::Expired { not_after_ms: self.body.not_after_ms, now_ms });
+        }
+        Ok(())
+    }
+
+    /// What it says.
+    pub fn body(&self) -> &CertificateBody {
+        &self.body
+    }
+
+    /// The signatures it carries.
+    pub fn signatures(&self) -> &[AuthoritySignature] {
+        &self.signatures
+    }
+}
+
+/// What a revocation says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationBody {
+    /// Federation.
+    pub federation: String,
+    /// The revoked member.
+    pub member: PublicKey,
+    /// When, Unix ms.
+    pub revoked_at_ms: u64,
+    /// Why.
+    pub reason: String,
+}
+
+impl RevocationBody {
+    /// The exact bytes the authorities sign.
+    pub fn encode(&self) -> Vec<u8> {
+        wire::RevocationBody {
+            federation: self.federation.clone(),
+            member: self.member.to_bytes().to_vec(),
+            revoked_at_ms: self.revoked_at_ms,
+            reason: self.reason.clone(),
+        }
+        .encode_to_vec()
+    }
+}
+
+/// A revocation signed by authorities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    body_bytes: Vec<u8>,
+    body: RevocationBody,
+    signatures: Vec<AuthoritySignature>,
+}
+
+impl Revocation {
+    /// One authority signs a revocation body (offline).
+    pub fn sign_body(authority: &Identity, body_bytes: &[u8]) -> AuthoritySignature {
+        (authority.public(), sign_detached(authority, Kind::Revocation, body_bytes))
+    }
+
+    /// Combines body and signatures.
+    pub fn assemble(body_bytes: Vec<u8>, signatures: Vec<AuthoritySignature>) -> Result<Revocation, MembershipError> {
+        let bad = |reason: String| MembershipError::Malformed { what: "revocation", reason };
+        if body_bytes.len() > Kind::Revocation.max_body_len() {
+            return Err(bad("body too large".into()));
+        }
+        let w = wire::RevocationBody::decode(body_bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
+        let member = PublicKey::from_bytes(&w.member).map_err(|e| bad(e.to_string()))?;
+        let body =
+            RevocationBody { federation: w.federation, member, revoked_at_ms: w.revoked_at_ms, reason: w.reason };
+        Ok(Revocation { body_bytes, body, signatures })
+    }
+
+    /// Parses wire bytes.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Revocation, MembershipError> {
+        if bytes.len() > limits.max_envelope_bytes {
+            return Err(MembershipError::Malformed { what: "revocation", reason: "too large".into() });
+        }
+        let w = wire::Revocation::decode(bytes)
+            .map_err(|e| MembershipError::Malformed { what: "revocation", reason: e.to_string() })?;
+        Revocation::assemble(w.body, signatures_from_wire(w.signatures, "revocation")?)
+    }
+
+    /// Wire bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        wire::Revocation { body: self.body_bytes.clone(), signatures: signatures_to_wire(&self.signatures) }
+            .encode_to_vec()
+    }
+
+    /// Checks federation and k distinct valid authority signatures.
+    pub fn verify(&self, charter: &Charter) -> Result<(), MembershipError> {
+        if self.body.federation != charter.name {
+            return Err(MembershipError::WrongFederation {
+                expected: charter.name.clone(),
+                got: self.body.federation.clone(),
+            });
+        }
+        let valid = charter.count_valid(Kind::Revocation, &self.body_bytes, &self.signatures);
+        if valid < charter.threshold.max(1) {
+            return Err(MembershipError::NotEnoughSignatures { valid, threshold: charter.threshold.max(1) });
+        }
+        Ok(())
+    }
+
+    /// What it says.
+    pub fn body(&self) -> &RevocationBody {
+        &self.body
+    }
+}
+
+/// A node's view of who is in the federation.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    charter: Charter,
+    certificates: HashMap<PublicKey, MemberCertificate>,
+    revoked: HashMap<PublicKey, Revocation>,
+}
+
+impl Membership {
+    /// Starts from a validated charter.
+    pub fn new(charter: Charter) -> Result<Membership, MembershipError> {
+        charter.validate()?;
+        Ok(Membership { charter, certificates: HashMap::new(), revoked: HashMap::new() })
+    }
+
+    /// The charter.
+    pub fn charter(&self) -> &Charter {
+        &self.charter
+    }
+
+    /// Learns a member's certificate after verifying it.
+    pub fn add_certificate(&mut self, cert: MemberCertificate, now_ms: u64) -> Result<(), MembershipError> {
+        cert.verify(&self.charter, now_ms)?;
+        let member = cert.body.member;
+        if self.revoked.contains_key(&member) {
+            return Err(MembershipError::Revoked(member));
+        }
+        // Keep the certificate that lasts longest.
+        let keep_old =
+            self.certificates.get(&member).is_some_and(|old| old.body.not_after_ms >= cert.body.not_after_ms);
+        if !keep_old {
+            self.certificates.insert(member, cert);
+        }
+        Ok(())
+    }
+
+    /// Applies a verified revocation. Returns true when it is new.
+    pub fn revoke(&mut self, revocation: Revocation) -> Result<bool, MembershipError> {
+        revocation.verify(&self.charter)?;
+        let member = revocation.body.member;
+        self.certificates.remove(&member);
+        Ok(self.revoked.insert(member, revocation).is_none())
+    }
+
+    /// Whether `member` may take part at `now_ms`: in an open federation
+    /// anyone not revoked; otherwise a valid, unrevoked certificate is needed.
+    pub fn check(&self, member: &PublicKey, now_ms: u64) -> Result<(), MembershipError> {
+        if self.revoked.contains_key(member) {
+            return Err(MembershipError::Revoked(*member));
+        }
+        if self.charter.is_open() {
+            return Ok(());
+        }
+        let cert = self.certificates.get(member).ok_or(MembershipError::NoCertificate(*member))?;
+        cert.verify(&self.charter, now_ms)
+    }
+
+    /// Labels the authorities vouch for on this member (empty in an open federation).
+    pub fn attested_labels(&self, member: &PublicKey, now_ms: u64) -> BTreeSet<String> {
+        match self.certificates.get(member) {
+            Some(c) if !self.revoked.contains_key(member) && c.verify(&self.charter, now_ms).is_ok() => {
+                c.body.labels.clone()
+            }
+            _ => BTreeSet::new(),
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! The consumer's side: propose, follow counters within the caller's limits,
+//! check the draft, sign and commit, and reconcile by Status after a timeout
+//! or a crash. A negotiation that has sent a Commit never "fails" on a timer:
+//! only the provider's definitive answer (countersigned, or the hold is gone)
+//! ends it, so both sides always reach the same answer.
+
+use std::collections::HashMap;
+
+use rand_core::RngCore;
+
+use super::{Event, Outgoing, Role, Step};
+use crate::contract::{ContractTerms, SignedContract};
+use crate::envelope::Envelope;
+use crate::ids::{ContractId, HoldId, NegotiationId, RequestId};
+use crate::keys::{Identity, PublicKey};
+use crate::limits::Limits;
+use crate::messages::{
+    Commit, ContractState, Counter, Hold, Message, Propose, Reject, RejectCode, Release, StatusRequest, StatusResponse,
+    StatusTarget, Terminate, Terminated, TerminationReason,
+};
+use crate::offer::{Offer, Price};
+use crate::record::Record;
+
+/// What the consumer wants from one offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaceTerms {
+    /// Units wanted.
+    pub units: u32,
+    /// Fewest units acceptable after a counter (equal to `units` for all-or-nothing).
+    pub min_units: u32,
+    /// Highest acceptable unit price per hour.
+    pub max_unit_price: Price,
+    /// Wanted start, Unix ms (the provider starts no earlier than its now).
+    pub start_ms: u64,
+    /// Wanted duration, ms.
+    pub duration_ms: u64,
+    /// Give up proposing after this time, Unix ms.
+    pub deadline_ms: u64,
+}
+
+/// Why a negotiation could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumerError {
+    /// Too many negotiations in flight.
+    #[error("too many negotiations in flight ({0})")]
+    TooManyNegotiations(usize),
+    /// The offer is a withdrawal.
+    #[error("offer is withdrawn")]
+    OfferWithdrawn,
+    /// The offer costs more than the limit.
+    #[error("offer price {offer} is above the limit {limit}")]
+    PriceAboveLimit {
+        /// Offer price.
+        offer: Price,
+        /// Limit.
+        limit: Price,
+    },
+    /// Units are zero, or min above units.
+    #[error("invalid units: want {units}, accept at least {min_units}")]
+    BadUnits {
+        /// Wanted.
+        units: u32,
+        /// Minimum.
+        min_units: u32,
+    },
+    /// A node cannot buy from itself.
+    #[error("cannot place on this node's own offer")]
+    OwnOffer,
+}
+
+/// Why a negotiation ended without a contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailReason {
+    /// The provider refused.
+    Rejected(RejectCode, String),
+    /// The provider's counter is outside the consumer's limits.
+    CounterOutOfLimits,
+    /// The counter rounds ran out.
+    TooManyRounds,
+    /// The draft does not match what was asked.
+    DraftMismatch(String),
+    /// No hold was granted before the deadline.
+    Deadline,
+    /// The hold is gone at the provider: the commit will never happen.
+    HoldLost,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Proposing { propose: Propose, sent_at_ms: u64 },
+    Committing { hold_id: HoldId, contract: SignedContract, sent_at_ms: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Negotiation {
+    provider: PublicKey,
+    terms: PlaceTerms,
+    phase: Phase,
+    requests: Vec<RequestId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Active,
+    Terminated,
+    Ended,
+}
+
+/// The consumer engine.
+#[derive(Debug)]
+pub struct Consumer {
+    identity: Identity,
+    federation: String,
+    limits: Limits,
+    negotiations: HashMap<NegotiationId, Negotiation>,
+    by_request: HashMap<RequestId, NegotiationId>,
+    contracts: HashMap<ContractId, (SignedContract, Lifecycle)>,
+}
+
+impl Consumer {
+    /// A consumer with an empty log.
+    pub fn new(identity: Identity, federation: &str, limits: Limits) -> Consumer {
+        Consumer {
+            identity,
+            federation: federation.to_owned(),
+            limits,
+            negotiations: HashMap::new(),
+            by_request: HashMap::new(),
+            contracts: HashMap::new(),
+        }
+    }
+
+    /// Rebuilds from the log. Pending contracts with no outcome become
+    /// negotiations that ask the provider for their status at the next tick.
+    pub fn restore<'a>(
+        identity: Identity,
+        federation: &str,
+        limits: Limits,
+        records: impl IntoIterator<Item = &'a Record>,
+        now_ms: u64,
+    ) -> Consumer {
+        let mut c = Consumer::new(identity, federation, limits);
+        let me = c.identity.public();
+        let mut pending: HashMap<ContractId, SignedContract> = HashMap::new();
+        for record in records {
+            match record {
+                Record::Pending { contract } if contract.terms().consumer == me => {
+                    pending.insert(contract.id(), contract.clone());
+                }
+                Record::Abandoned { contract_id } => {
+                    pending.remove(contract_id);
+                }
+                Record::Contract { contract } if contract.terms().consumer == me => {
+                    pending.remove(&contract.id());
+                    c.contracts.insert(contract.id(), (contract.clone(), Lifecycle::Active));
+                }
+                Record::Termination { contract_id, .. } => {
+                    if let Some((_, state)) = c.contracts.get_mut(contract_id) {
+                        *state = Lifecycle::Terminated;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (_, (contract, state)) in c.contracts.iter_mut() {
+            if *state == Lifecycle::Active && contract.terms().end_ms <= now_ms {
+                *state = Lifecycle::Ended;
+            }
+        }
+        for (_, contract) in pending {
+            let t = contract.terms();
+            let terms = PlaceTerms {
+                units: t.units,
+                min_units: t.units,
+                max_unit_price: t.unit_price_per_hour,
+                start_ms: t.start_ms,
+                duration_ms: t.end_ms - t.start_ms,
+                deadline_ms: now_ms,
+            };
+            c.negotiations.insert(
+                t.negotiation_id,
+                Negotiation {
+                    provider: t.provider,
+                    terms,
+                    phase: Phase::Committing {
+                        hold_id: t.hold_id,
+                        contract,
+                        // Due at once: ask for the outcome on the first tick.
+                        sent_at_ms: 0,
+                    },
+                    requests: Vec::new(),
+                },
+            );
+        }
+        c
+    }
+
+    /// This consumer's key.
+    pub fn public(&self) -> PublicKey {
+        self.identity.public()
+    }
+
+    /// The identity, for sealing outgoing messages.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Negotiations in flight.
+    pub fn in_flight(&self) -> usize {
+        self.negotiations.len()
+    }
+
+    /// Active contracts this node bought.
+    pub fn active_contracts(&self) -> impl Iterator<Item = (&ContractId, &SignedContract)> {
+        self.contracts.iter().filter(|(_, (_, s))| *s == Lifecycle::Active).map(|(id, (c, _))| (id, c))
+    }
+
+    /// A contract this node holds as consumer.
+    pub fn contract(&self, id: &ContractId) -> Option<&SignedContract> {
+        self.contracts.get(id).map(|(c, _)| c)
+    }
+
+    /// Starts a negotiation for `terms.units` of `offer`.
+    pub fn start<R: RngCore + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        rng: &mut R,
+        offer: &Offer,
+        terms: PlaceTerms,
+    ) -> Result<(NegotiationId, Step), ConsumerError> {
+        if self.negotiations.len() >= self.limits.max_negotiations {
+            return Err(ConsumerError::TooManyNegotiations(self.limits.max_negotiations));
+        }
+        if offer.provider == self.public() {
+            return Err(ConsumerError::OwnOffer);
+        }
+        if offer.is_withdrawal() {
+            return Err(ConsumerError::OfferWithdrawn);
+        }
+        if terms.units == 0 || terms.min_units == 0 || terms.min_units > terms.units {
+            return Err(ConsumerError::BadUnits { units: terms.units, min_units: terms.min_units });
+        }
+        let price = offer.unit_price_per_hour;
+        if price.currency != terms.max_unit_price.currency || price.micros > terms.max_unit_price.micros {
+            return Err(ConsumerError::PriceAboveLimit { offer: price, limit: terms.max_unit_price });
+        }
+        let negotiation_id = NegotiationId::random(rng);
+        // Bid the advertised price: a provider that has raised it since will
+        // counter, and we accept up to our own limit.
+        let propose = Propose {
+            request_id: RequestId::random(rng),
+            negotiation_id,
+            round: 0,
+            consumer: self.public(),
+            provider: offer.provider,
+            offer_id: offer.offer_id.clone(),
+            offer_seq: offer.seq,
+            units: terms.units,
+            max_unit_price: price,
+            start_ms: terms.start_ms,
+            duration_ms: terms.duration_ms,
+            expires_at_ms: terms.deadline_ms.saturating_add(self.limits.hold_ttl_ms),
+        };
+        self.by_request.insert(propose.request_id, negotiation_id);
+        let mut step = Step::default();
+        step.send(offer.provider, Message::Propose(propose.clone()));
+        self.negotiations.insert(
+            negotiation_id,
+            Negotiation {
+                provider: offer.provider,
+                terms,
+                requests: vec![propose.request_id],
+                phase: Phase::Proposing { propose, sent_at_ms: now_ms },
+            },
+        );
+        Ok((negotiation_id, step))
+    }
+
+    /// Handles one verified envelope from a peer.
+    pub fn handle<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, envelope: &Envelope) -> Step {
+        let from = envelope.signer();
+        let Ok(msg) = Message::open(envelope, &self.limits) else {
+            // A malformed answer is treated as no answer: the timer retries.
+            return Step::default();
+        };
+        match msg {
+            Message::Hold(h) => self.on_hold(now_ms, rng, from, h),
+            Message::Counter(c) => self.on_counter(now_ms, rng, from, c),
+            Message::Reject(r) => self.on_reject(from, r),
+            Message::Countersigned(c) => self.accept_countersigned(from, c.contract),
+            Message::StatusResponse(s) => self.on_status(now_ms, rng, from, s),
+            Message::Terminate(t) => self.on_terminate(from, t, envelope),
+            Message::Released(_) | Message::Terminated(_) => Step::default(),
+            Message::Propose(p) => reject_step(from, p.request_id, "a consumer does not accept proposals"),
+            Message::Commit(c) => reject_step(from, c.request_id, "a consumer does not accept commits"),
+            Message::Release(r) => reject_step(from, r.request_id, "a consumer holds nothing to release"),
+            Message::StatusRequest(s) => reject_step(from, s.request_id, "ask the provider for status"),
+        }
+    }
+
+    fn negotiation_for(&self, from: PublicKey, request_id: RequestId) -> Option<NegotiationId> {
+        let id = self.by_request.get(&request_id)?;
+        (self.negotiations.get(id)?.provider == from).then_some(*id)
+    }
+
+    fn on_hold<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, from: PublicKey, h: Hold) -> Step {
+        let proposing = self.negotiation_for(from, h.request_id).and_then(|id| {
+            let n = self.negotiations.get(&id)?;
+            match &n.phase {
+                Phase::Proposing { propose, .. } => Some((id, propose.clone())),
+                Phase::Committing { .. } => None,
+            }
+        });
+        let Some((id, propose)) = proposing else {
+            // A hold we no longer want (late, duplicate of a finished
+            // negotiation): free it now instead of letting it expire.
+            if self.negotiation_for(from, h.request_id).is_some() {
+                return Step::default();
+            }
+            let mut step = Step::default();
+            step.send(from, Message::Release(Release { request_id: RequestId::random(rng), hold_id: h.hold_id }));
+            return step;
+        };
+        let terms = self.negotiations[&id].terms;
+        let checked = ContractTerms::decode(&h.draft, &self.limits)
+            .map_err(|e| e.to_string())
+            .and_then(|draft| self.check_draft(&draft, &propose, &terms, h.hold_id).map(|()| draft));
+        let contract = checked.and_then(|_| {
+            SignedContract::sign_as_consumer(&self.identity, h.draft.clone(), &self.limits).map_err(|e| e.to_string())
+        });
+        let contract = match contract {
+            Ok(c) => c,
+            Err(why) => {
+                let mut step = self.fail(id, FailReason::DraftMismatch(why));
+                step.send(from, Message::Release(Release { request_id: RequestId::random(rng), hold_id: h.hold_id }));
+                return step;
+            }
+        };
+        let request_id = RequestId::random(rng);
+        self.track(id, request_id);
+        if let Some(n) = self.negotiations.get_mut(&id) {
+            n.phase = Phase::Committing { hold_id: h.hold_id, contract: contract.clone(), sent_at_ms: now_ms };
+        }
+        Step {
+            persist: vec![Record::Pending { contract: contract.clone() }],
+            send: vec![Outgoing {
+                to: from,
+                message: Message::Commit(Commit { request_id, hold_id: h.hold_id, contract }),
+            }],
+            events: Vec::new(),
+        }
+    }
+
+    fn check_draft(&self, d: &ContractTerms, p: &Propose, terms: &PlaceTerms, hold_id: HoldId) -> Result<(), String> {
+        let checks: [(bool, &str); 10] = [
+            (d.federation == self.federation, "federation"),
+            (d.consumer == self.public(), "consumer"),
+            (d.provider == p.provider, "provider"),
+            (d.negotiation_id == p.negotiation_id, "negotiation id"),
+            (d.hold_id == hold_id, "hold id"),
+            (d.offer_id == p.offer_id, "offer id"),
+            (d.units == p.units, "units"),
+            (
+                d.unit_price_per_hour.currency == terms.max_unit_price.currency
+                    && d.unit_price_per_hour.micros <= terms.max_unit_price.micros,
+                "price",
+            ),
+            (d.end_ms.checked_sub(d.start_ms) == Some(p.duration_ms), "duration"),
+            (d.start_ms >= p.start_ms, "start"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, what)) => Err(format!("draft {what} differs from the proposal")),
+            None => Ok(()),
+        }
+    }
+
+    fn on_counter<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, from: PublicKey, c: Counter) -> Step {
+        let Some(id) = self.negotiation_for(from, c.request_id) else {
+            return Step::default();
+        };
+        let Some(Phase::Proposing { propose, .. }) = self.negotiations.get(&id).map(|n| n.phase.clone()) else {
+            return Step::default();
+        };
+        let terms = self.negotiations[&id].terms;
+        if propose.round + 1 > self.limits.max_counter_rounds {
+            return self.fail(id, FailReason::TooManyRounds);
+        }
+        let units = c.units.unwrap_or(propose.units);
+        let price = c.unit_price.unwrap_or(propose.max_unit_price);
+        let acceptable = units >= terms.min_units
+            && units <= propose.units
+            && price.currency == terms.max_unit_price.currency
+            && price.micros <= terms.max_unit_price.micros;
+        if !acceptable {
+            return self.fail(id, FailReason::CounterOutOfLimits);
+        }
+        let next = Propose {
+            request_id: RequestId::random(rng),
+            round: propose.round + 1,
+            units,
+            max_unit_price: price,
+            ..propose
+        };
+        self.track(id, next.request_id);
+        let mut step = Step::default();
+        step.send(from, Message::Propose(next.clone()));
+        if let Some(n) = self.negotiations.get_mut(&id) {
+            n.phase = Phase::Proposing { propose: next, sent_at_ms: now_ms };
+        }
+        step
+    }
+
+    fn on_reject(&mut self, from: PublicKey, r: Reject) -> Step {
+        let Some(id) = self.negotiation_for(from, r.request_id) else {
+            return Step::default();
+        };
+        // A reject of a Commit is definitive too: the provider creates a
+        // contract only on the success path, and answers a repeated Commit of
+        // an existing contract with the contract.
+        self.fail(id, FailReason::Rejected(r.code, r.message))
+    }
+
+    /// Takes a countersigned contract naming this node as consumer. Accepted
+    /// even without a matching negotiation (a late answer after a crash): it
+    /// carries our own signature, so it binds us and must be in our log.
+    fn accept_countersigned(&mut self, from: PublicKey, contract: SignedContract) -> Step {
+        let t = contract.terms();
+        if t.provider != from || t.consumer != self.public() || !contract.is_countersigned() {
+            return Step::default();
+        }
+        let id = contract.id();
+        if self.contracts.contains_key(&id) {
+            return Step::default();
+        }
+        let negotiation_id = t.negotiation_id;
+        // Only the contract we signed for this negotiation closes it.
+        let ours = match self.negotiations.get(&negotiation_id).map(|n| &n.phase) {
+            Some(Phase::Committing { contract: c, .. }) => c.id() == id,
+            _ => false,
+        };
+        if ours {
+            self.forget(negotiation_id);
+        }
+        self.contracts.insert(id, (contract.clone(), Lifecycle::Active));
+        let mut events = vec![Event::ContractActive { contract_id: id, role: Role::Consumer }];
+        if ours {
+            events.push(Event::Placed { negotiation_id, contract_id: id });
+        }
+        Step { persist: vec![Record::Contract { contract }], send: Vec::new(), events }
+    }
+
+    fn on_status<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, from: PublicKey, s: StatusResponse) -> Step {
+        let Some(id) = self.negotiation_for(from, s.request_id) else {
+            return Step::default();
+        };
+        let Some(Phase::Committing { hold_id, contract, .. }) = self.negotiations.get(&id).map(|n| n.phase.clone())
+        else {
+            return Step::default();
+        };
+        match (s.state, s.contract) {
+            (ContractState::Active | ContractState::Terminated | ContractState::Ended, Some(c))
+                if c.id() == contract.id() =>
+            {
+                self.accept_countersigned(from, c)
+            }
+            (ContractState::Held, _) => {
+                // The hold is alive and our Commit was lost: send it again.
+                let request_id = RequestId::random(rng);
+                self.track(id, request_id);
+                if let Some(n) = self.negotiations.get_mut(&id) {
+                    n.phase = Phase::Committing { hold_id, contract: contract.clone(), sent_at_ms: now_ms };
+                }
+                let mut step = Step::default();
+                step.send(from, Message::Commit(Commit { request_id, hold_id, contract }));
+                step
+            }
+            (ContractState::Unknown, _) => {
+                let mut step = self.fail(id, FailReason::HoldLost);
+                step.persist.push(Record::Abandoned { contract_id: contract.id() });
+                step
+            }
+            // Anything else (a contract that is not ours) is no answer.
+            _ => Step::default(),
+        }
+    }
+
+    fn on_terminate(&mut self, from: PublicKey, t: Terminate, envelope: &Envelope) -> Step {
+        let Some((contract, state)) = self.contracts.get_mut(&t.contract_id) else {
+            let mut step = Step::default();
+            step.send(
+                from,
+                Message::Reject(Reject {
+                    request_id: t.request_id,
+                    code: RejectCode::UnknownContract,
+                    message: "no such contract".into(),
+                }),
+            );
+            return step;
+        };
+        if contract.terms().provider != from {
+            return reject_step(from, t.request_id, "not a party to this contract");
+        }
+        let mut step = Step::default();
+        if *state == Lifecycle::Active {
+            *state = Lifecycle::Terminated;
+            step.persist.push(Record::Termination { contract_id: t.contract_id, envelope: envelope.clone() });
+            step.events.push(Event::ContractTerminated {
+                contract_id: t.contract_id,
+                reason: t.reason,
+                role: Role::Consumer,
+            });
+        }
+        step.send(
+            from,
+            Message::Terminated(Terminated { request_id: t.request_id, contract_id: t.contract_id, at_ms: t.at_ms }),
+        );
+        step
+    }
+
+    /// Ends a contract early from the consumer's side: persist, then send.
+    pub fn terminate<R: RngCore + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        rng: &mut R,
+        contract_id: ContractId,
+        reason: TerminationReason,
+    ) -> Option<Step> {
+        let (contract, state) = self.contracts.get_mut(&contract_id)?;
+        if *state != Lifecycle::Active {
+            return None;
+        }
+        *state = Lifecycle::Terminated;
+        let provider = contract.terms().provider;
+        let message = Message::Terminate(Terminate {
+            request_id: RequestId::random(rng),
+            contract_id,
+            reason,
+            at_ms: now_ms,
+            sender: self.public(),
+        });
+        let envelope = message.seal(&self.identity);
+        Some(Step {
+            persist: vec![Record::Termination { contract_id, envelope }],
+            send: vec![Outgoing { to: provider, message }],
+            events: vec![Event::ContractTerminated { contract_id, reason, role: Role::Consumer }],
+        })
+    }
+
+    /// The earliest time at which [`Consumer::tick`] has something to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let timeout = self.limits.reply_timeout_ms;
+        self.negotiations
+            .values()
+            .map(|n| match &n.phase {
+                Phase::Proposing { sent_at_ms, .. } => (sent_at_ms + timeout).min(n.terms.deadline_ms),
+                Phase::Committing { sent_at_ms, .. } => sent_at_ms + timeout,
+            })
+            .min()
+    }
+
+    /// Retries, reconciles and gives up on what is due.
+    pub fn tick<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R) -> Step {
+        let mut step = Step::default();
+        let timeout = self.limits.reply_timeout_ms;
+        let ids: Vec<NegotiationId> = self.negotiations.keys().copied().collect();
+        for id in ids {
+            let Some(n) = self.negotiations.get(&id) else { continue };
+            let provider = n.provider;
+            match n.phase.clone() {
+                Phase::Proposing { .. } if now_ms >= n.terms.deadline_ms => {
+                    step.extend(self.fail(id, FailReason::Deadline));
+                }
+                Phase::Proposing { propose, sent_at_ms } if now_ms >= sent_at_ms + timeout => {
+                    // The provider keeps one hold per negotiation, so sending
+                    // the same proposal again is safe.
+                    step.send(provider, Message::Propose(propose.clone()));
+                    if let Some(n) = self.negotiations.get_mut(&id) {
+                        n.phase = Phase::Proposing { propose, sent_at_ms: now_ms };
+                    }
+                }
+                Phase::Committing { hold_id, contract, sent_at_ms } if now_ms >= sent_at_ms + timeout => {
+                    let request_id = RequestId::random(rng);
+                    self.track(id, request_id);
+                    step.send(
+                        provider,
+                        Message::StatusRequest(StatusRequest {
+                            request_id,
+                            target: StatusTarget::Contract(contract.id()),
+                        }),
+                    );
+                    if let Some(n) = self.negotiations.get_mut(&id) {
+                        n.phase = Phase::Committing { hold_id, contract, sent_at_ms: now_ms };
+                    }
+                }
+                _ => {}
+            }
+        }
+        step
+    }
+
+    fn track(&mut self, id: NegotiationId, request_id: RequestId) {
+        self.by_request.insert(request_id, id);
+        if let Some(n) = self.negotiations.get_mut(&id) {
+            n.requests.push(request_id);
+        }
+    }
+
+    fn forget(&mut self, id: NegotiationId) {
+        if let Some(n) = self.negotiations.remove(&id) {
+            for r in n.requests {
+                self.by_request.remove(&r);
+            }
+        }
+    }
+
+    fn fail(&mut self, id: NegotiationId, reason: FailReason) -> Step {
+        self.forget(id);
+        Step { events: vec![Event::Failed { negotiation_id: id, reason }], ..Step::default() }
+    }
+}
+
+fn reject_step(to: PublicKey, request_id: RequestId, message: &str) -> Step {
+    let mut step = Step::default();
+    step.send(to, Message::Reject(Reject { request_id, code: RejectCode::Malformed, message: message.into() }));
+    step
+}
