@@ -96,7 +96,12 @@ struct Negotiation {
     provider: PublicKey,
     terms: PlaceTerms,
     phase: Phase,
+    /// Every request id ever sent, for cleanup.
     requests: Vec<RequestId>,
+    /// The request ids whose answers the current phase accepts. Answers to
+    /// older requests (a duplicate of an earlier proposal, say) are stale
+    /// and must not move the negotiation.
+    current: Vec<RequestId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +194,7 @@ impl Consumer {
                         sent_at_ms: 0,
                     },
                     requests: Vec::new(),
+                    current: Vec::new(),
                 },
             );
         }
@@ -270,6 +276,7 @@ impl Consumer {
                 provider: offer.provider,
                 terms,
                 requests: vec![propose.request_id],
+                current: vec![propose.request_id],
                 phase: Phase::Proposing { propose, sent_at_ms: now_ms },
             },
         );
@@ -300,7 +307,13 @@ impl Consumer {
 
     fn negotiation_for(&self, from: PublicKey, request_id: RequestId) -> Option<NegotiationId> {
         let id = self.by_request.get(&request_id)?;
-        (self.negotiations.get(id)?.provider == from).then_some(*id)
+        let n = self.negotiations.get(id)?;
+        (n.provider == from && n.current.contains(&request_id)).then_some(*id)
+    }
+
+    /// True when some negotiation is committing this hold.
+    fn committing(&self, hold_id: HoldId) -> bool {
+        self.negotiations.values().any(|n| matches!(&n.phase, Phase::Committing { hold_id: h, .. } if *h == hold_id))
     }
 
     fn on_hold<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, from: PublicKey, h: Hold) -> Step {
@@ -312,9 +325,10 @@ impl Consumer {
             }
         });
         let Some((id, propose)) = proposing else {
-            // A hold we no longer want (late, duplicate of a finished
-            // negotiation): free it now instead of letting it expire.
-            if self.negotiation_for(from, h.request_id).is_some() {
+            // A hold we no longer want (late, or for an earlier round, or of a
+            // finished negotiation): free it now instead of letting it expire.
+            // A duplicate of the hold we are committing is simply ignored.
+            if self.committing(h.hold_id) {
                 return Step::default();
             }
             let mut step = Step::default();
@@ -401,7 +415,7 @@ impl Consumer {
             max_unit_price: price,
             ..propose
         };
-        self.track(id, next.request_id);
+        self.enter_phase(id, next.request_id);
         let mut step = Step::default();
         step.send(from, Message::Propose(next.clone()));
         if let Some(n) = self.negotiations.get_mut(&id) {
@@ -581,12 +595,12 @@ impl Consumer {
                 Phase::Committing { hold_id, contract, sent_at_ms } if now_ms >= sent_at_ms + timeout => {
                     let request_id = RequestId::random(rng);
                     self.track(id, request_id);
+                    // Ask by hold: "unknown" then means the hold is gone and
+                    // no contract was made from it, which is final. (By
+                    // contract id it could still mean "Commit not arrived yet".)
                     step.send(
                         provider,
-                        Message::StatusRequest(StatusRequest {
-                            request_id,
-                            target: StatusTarget::Contract(contract.id()),
-                        }),
+                        Message::StatusRequest(StatusRequest { request_id, target: StatusTarget::Hold(hold_id) }),
                     );
                     if let Some(n) = self.negotiations.get_mut(&id) {
                         n.phase = Phase::Committing { hold_id, contract, sent_at_ms: now_ms };
@@ -598,11 +612,21 @@ impl Consumer {
         step
     }
 
+    /// Adds a request whose answer the current phase accepts.
     fn track(&mut self, id: NegotiationId, request_id: RequestId) {
         self.by_request.insert(request_id, id);
         if let Some(n) = self.negotiations.get_mut(&id) {
             n.requests.push(request_id);
+            n.current.push(request_id);
         }
+    }
+
+    /// Starts a new phase: answers to earlier requests become stale.
+    fn enter_phase(&mut self, id: NegotiationId, request_id: RequestId) {
+        if let Some(n) = self.negotiations.get_mut(&id) {
+            n.current.clear();
+        }
+        self.track(id, request_id);
     }
 
     fn forget(&mut self, id: NegotiationId) {

@@ -25,6 +25,7 @@ use crate::record::Record;
 struct LiveHold {
     consumer: PublicKey,
     negotiation_id: NegotiationId,
+    round: u32,
     offer_id: String,
     units: u32,
     unit_price: crate::offer::Price,
@@ -309,21 +310,40 @@ impl Provider {
         if p.round > self.limits.max_counter_rounds {
             return reject(from, rid, RejectCode::TooManyRounds, "too many counter rounds");
         }
-        // A duplicate of a proposal that already holds: answer with the same hold.
-        if let Some(hold_id) = self.holds_by_negotiation.get(&(from, p.negotiation_id))
-            && let Some(h) = self.holds.get(hold_id)
+        // One hold per negotiation: a duplicate of the proposal that holds
+        // gets the same hold; a stale round is refused; a newer round
+        // replaces the hold.
+        let mut replaced = None;
+        if let Some(hold_id) = self.holds_by_negotiation.get(&(from, p.negotiation_id)).copied()
+            && let Some(h) = self.holds.get(&hold_id)
         {
-            return reply(
-                from,
-                Message::Hold(Hold {
-                    request_id: rid,
-                    hold_id: *hold_id,
-                    unit_price: h.unit_price,
-                    hold_until_ms: h.hold_until_ms,
-                    draft: h.draft.clone(),
-                }),
-            );
+            if p.round == h.round {
+                return reply(
+                    from,
+                    Message::Hold(Hold {
+                        request_id: rid,
+                        hold_id,
+                        unit_price: h.unit_price,
+                        hold_until_ms: h.hold_until_ms,
+                        draft: h.draft.clone(),
+                    }),
+                );
+            }
+            if p.round < h.round {
+                return reject(from, rid, RejectCode::Malformed, "a later round of this negotiation holds already");
+            }
+            self.drop_hold(hold_id);
+            replaced = Some(hold_id);
         }
+        let mut step = self.grant(now_ms, rng, from, p);
+        if let Some(hold_id) = replaced {
+            step.events.push(Event::HoldEnded { hold_id, how: HoldEnd::Released });
+        }
+        step
+    }
+
+    fn grant<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, from: PublicKey, p: Propose) -> Step {
+        let rid = p.request_id;
         let Some(offer) = self.offers.get(&p.offer_id).map(|s| s.offer().clone()) else {
             return reject(from, rid, RejectCode::UnknownOffer, "no such offer");
         };
@@ -399,6 +419,7 @@ impl Provider {
             LiveHold {
                 consumer: from,
                 negotiation_id: p.negotiation_id,
+                round: p.round,
                 offer_id: offer.offer_id.clone(),
                 units: p.units,
                 unit_price: price,

@@ -1,0 +1,407 @@
+//! Negotiation invariants under a hostile network: random interleavings of
+//! duplicated, reordered, delayed and dropped messages, crashes that lose all
+//! volatile state, and clock jumps in both directions. Messages cross the
+//! "network" as real signed, encoded envelopes, and logs as real CBOR.
+//!
+//! After every step: no oversell, one contract per hold, and every contract a
+//! consumer holds is durable at the provider. At the end, once the network is
+//! reliable again: every hold has ended and both sides agree on every contract.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::{FEDERATION, HOUR_MS, T0, identity, offer_terms};
+use fulcrum_protocol::Limits;
+use fulcrum_protocol::envelope::Envelope;
+use fulcrum_protocol::ids::ContractId;
+use fulcrum_protocol::keys::PublicKey;
+use fulcrum_protocol::messages::TerminationReason;
+use fulcrum_protocol::negotiation::{Consumer, Event, PlaceTerms, Provider, Step};
+use fulcrum_protocol::offer::{Offer, Price};
+use fulcrum_protocol::record::Record;
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const OFFER: &str = "fra1-c8m32";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Who {
+    Provider,
+    Consumer(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Packet {
+    to: Who,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Start { consumer: usize, units: u32, flexible: bool },
+    Deliver(usize),
+    Duplicate(usize),
+    Drop(usize),
+    Advance(u64),
+    ClockBack(u64),
+    CrashProvider,
+    CrashConsumer(usize),
+    Terminate(usize),
+    RaisePrice,
+}
+
+fn op(consumers: usize, capacity: u32) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..consumers, 1..=capacity, any::<bool>()).prop_map(|(consumer, units, flexible)| Op::Start { consumer, units, flexible }),
+        10 => any::<usize>().prop_map(Op::Deliver),
+        2 => any::<usize>().prop_map(Op::Duplicate),
+        2 => any::<usize>().prop_map(Op::Drop),
+        3 => (0u64..40_000).prop_map(Op::Advance),
+        1 => (0u64..10_000).prop_map(Op::ClockBack),
+        1 => Just(Op::CrashProvider),
+        1 => (0..consumers).prop_map(Op::CrashConsumer),
+        1 => (0..consumers).prop_map(Op::Terminate),
+        1 => Just(Op::RaisePrice),
+    ]
+}
+
+struct World {
+    now: u64,
+    rng: ChaCha8Rng,
+    limits: Limits,
+    capacity: u32,
+    provider: Provider,
+    provider_log: Vec<Vec<u8>>,
+    consumers: Vec<Consumer>,
+    consumer_logs: Vec<Vec<Vec<u8>>>,
+    keys: HashMap<PublicKey, Who>,
+    net: Vec<Packet>,
+    offer: Offer,
+    placed: usize,
+}
+
+fn decode_log(log: &[Vec<u8>]) -> Vec<Record> {
+    log.iter().map(|b| Record::from_cbor(b).expect("log records stay readable")).collect()
+}
+
+impl World {
+    fn new(seed: u64, consumers: usize, capacity: u32) -> World {
+        let limits = Limits { hold_ttl_ms: 20_000, reply_timeout_ms: 3_000, ..Limits::default() };
+        let mut provider = Provider::new(identity(1), FEDERATION, limits.clone());
+        let (signed, step) = provider.publish(offer_terms(OFFER, "DE", capacity, 1_000_000), T0, 24 * HOUR_MS).unwrap();
+        let mut keys = HashMap::new();
+        keys.insert(provider.public(), Who::Provider);
+        let consumers: Vec<Consumer> = (0..consumers)
+            .map(|k| {
+                let c = Consumer::new(identity(10 + k as u8), FEDERATION, limits.clone());
+                keys.insert(c.public(), Who::Consumer(k));
+                c
+            })
+            .collect();
+        let mut w = World {
+            now: T0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            limits,
+            capacity,
+            provider,
+            provider_log: Vec::new(),
+            consumer_logs: vec![Vec::new(); consumers.len()],
+            consumers,
+            keys,
+            net: Vec::new(),
+            offer: signed.offer().clone(),
+            placed: 0,
+        };
+        w.apply(Who::Provider, step);
+        w
+    }
+
+    /// Performs a step as the node shell must: persist, then send, then report.
+    fn apply(&mut self, who: Who, step: Step) {
+        let log = match who {
+            Who::Provider => &mut self.provider_log,
+            Who::Consumer(k) => &mut self.consumer_logs[k],
+        };
+        for record in &step.persist {
+            log.push(record.to_cbor().unwrap());
+        }
+        for out in step.send {
+            let identity = match who {
+                Who::Provider => self.provider.identity(),
+                Who::Consumer(k) => self.consumers[k].identity(),
+            };
+            let bytes = out.message.seal(identity).encode();
+            let to = self.keys[&out.to];
+            self.net.push(Packet { to, bytes });
+        }
+        self.placed += step.events.iter().filter(|e| matches!(e, Event::Placed { .. })).count();
+    }
+
+    fn deliver(&mut self, i: usize) {
+        if self.net.is_empty() {
+            return;
+        }
+        let p = self.net.remove(i % self.net.len());
+        let envelope =
+            Envelope::decode(&p.bytes, self.limits.max_envelope_bytes).expect("honest parties send valid envelopes");
+        let step = match p.to {
+            Who::Provider => self.provider.handle(self.now, &mut self.rng, &envelope),
+            Who::Consumer(k) => self.consumers[k].handle(self.now, &mut self.rng, &envelope),
+        };
+        self.apply(p.to, step);
+    }
+
+    fn tick(&mut self) {
+        let step = self.provider.tick(self.now);
+        self.apply(Who::Provider, step);
+        for k in 0..self.consumers.len() {
+            let step = self.consumers[k].tick(self.now, &mut self.rng);
+            self.apply(Who::Consumer(k), step);
+        }
+    }
+
+    fn run(&mut self, op: Op) {
+        match op {
+            Op::Start { consumer, units, flexible } => {
+                let terms = PlaceTerms {
+                    units,
+                    min_units: if flexible { 1 } else { units },
+                    max_unit_price: Price::eur(2_000_000),
+                    start_ms: self.now,
+                    duration_ms: 2 * HOUR_MS,
+                    deadline_ms: self.now + 20_000,
+                };
+                let offer = self.offer.clone();
+                if let Ok((_, step)) = self.consumers[consumer].start(self.now, &mut self.rng, &offer, terms) {
+                    self.apply(Who::Consumer(consumer), step);
+                }
+            }
+            Op::Deliver(i) => self.deliver(i),
+            Op::Duplicate(i) => {
+                if !self.net.is_empty() {
+                    let p = self.net[i % self.net.len()].clone();
+                    self.net.push(p);
+                }
+            }
+            Op::Drop(i) => {
+                if !self.net.is_empty() {
+                    let n = self.net.len();
+                    self.net.remove(i % n);
+                }
+            }
+            Op::Advance(ms) => {
+                self.now += ms;
+                self.tick();
+            }
+            Op::ClockBack(ms) => {
+                self.now -= ms.min(self.now - T0);
+                self.tick();
+            }
+            Op::CrashProvider => {
+                let records = decode_log(&self.provider_log);
+                self.provider = Provider::restore(identity(1), FEDERATION, self.limits.clone(), &records, self.now);
+            }
+            Op::CrashConsumer(k) => {
+                let records = decode_log(&self.consumer_logs[k]);
+                self.consumers[k] =
+                    Consumer::restore(identity(10 + k as u8), FEDERATION, self.limits.clone(), &records, self.now);
+            }
+            Op::Terminate(k) => {
+                let id = self.consumers[k].active_contracts().map(|(id, _)| *id).min();
+                if let Some(id) = id
+                    && let Some(step) =
+                        self.consumers[k].terminate(self.now, &mut self.rng, id, TerminationReason::CustomerRequest)
+                {
+                    self.apply(Who::Consumer(k), step);
+                }
+            }
+            Op::RaisePrice => {
+                let mut terms = self.provider.own_offers().next().unwrap().offer().clone();
+                terms.unit_price_per_hour.micros += 250_000;
+                let (_, step) = self.provider.publish(terms, self.now, 24 * HOUR_MS).unwrap();
+                self.apply(Who::Provider, step);
+            }
+        }
+    }
+
+    /// Contracts in a log that are still active (not terminated).
+    fn active_in(log: &[Vec<u8>]) -> HashMap<ContractId, u32> {
+        let mut active = HashMap::new();
+        for r in decode_log(log) {
+            match r {
+                Record::Contract { contract } => {
+                    active.insert(contract.id(), contract.terms().units);
+                }
+                Record::Termination { contract_id, .. } => {
+                    active.remove(&contract_id);
+                }
+                _ => {}
+            }
+        }
+        active
+    }
+
+    fn contracts_in(log: &[Vec<u8>]) -> HashSet<ContractId> {
+        decode_log(log)
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Contract { contract } => Some(contract.id()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn check_safety(&self) {
+        let usage = self.provider.usage(OFFER).unwrap();
+        assert!(usage.within_capacity(), "ledger oversold: {usage:?}");
+        // Independently of the engine: what the durable log commits to.
+        let active: u32 = World::active_in(&self.provider_log).values().sum();
+        assert!(active <= self.capacity, "log holds {active} active units, capacity {}", self.capacity);
+        let mut holds = HashSet::new();
+        for r in decode_log(&self.provider_log) {
+            if let Record::Contract { contract } = r {
+                assert!(holds.insert(contract.terms().hold_id), "two contracts for one hold");
+            }
+        }
+        let provider_contracts = World::contracts_in(&self.provider_log);
+        for (k, log) in self.consumer_logs.iter().enumerate() {
+            for id in World::contracts_in(log) {
+                assert!(provider_contracts.contains(&id), "consumer {k} holds contract {id} the provider never logged");
+            }
+        }
+    }
+
+    /// Reliable network from here on: deliver everything, let time pass.
+    fn settle(&mut self) {
+        for _ in 0..200 {
+            while !self.net.is_empty() {
+                self.deliver(0);
+                self.check_safety();
+            }
+            let busy = self.provider.live_holds() > 0 || self.consumers.iter().any(|c| c.in_flight() > 0);
+            if !busy {
+                return;
+            }
+            self.now += 5_000;
+            self.tick();
+        }
+        panic!(
+            "did not settle: {} holds, in flight {:?}",
+            self.provider.live_holds(),
+            self.consumers.iter().map(Consumer::in_flight).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn scenario() -> impl Strategy<Value = (u64, usize, u32, Vec<Op>)> {
+    (any::<u64>(), 1usize..=4, 1u32..=8).prop_flat_map(|(seed, consumers, capacity)| {
+        (Just(seed), Just(consumers), Just(capacity), proptest::collection::vec(op(consumers, capacity), 1..160))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_oversell_one_contract_per_commit_every_hold_ends((seed, consumers, capacity, ops) in scenario()) {
+        let mut w = World::new(seed, consumers, capacity);
+        for op in ops {
+            w.run(op);
+            w.check_safety();
+        }
+        w.settle();
+        prop_assert_eq!(w.provider.live_holds(), 0, "a hold outlived the settling period");
+        let provider_contracts = World::contracts_in(&w.provider_log);
+        let mut consumer_contracts = HashSet::new();
+        for log in &w.consumer_logs {
+            consumer_contracts.extend(World::contracts_in(log));
+        }
+        // Status reconciliation brought both sides to the same answer.
+        prop_assert_eq!(&provider_contracts, &consumer_contracts);
+        // The rebuilt ledger agrees with the live one.
+        let records = decode_log(&w.provider_log);
+        let rebuilt = Provider::restore(identity(1), FEDERATION, w.limits.clone(), &records, w.now);
+        prop_assert_eq!(rebuilt.usage(OFFER).unwrap().committed, w.provider.usage(OFFER).unwrap().committed);
+    }
+}
+
+/// The same Commit delivered many times yields one contract and the same
+/// countersigned bytes every time.
+#[test]
+fn duplicate_commits_give_one_identical_contract() {
+    let mut w = World::new(7, 1, 4);
+    w.run(Op::Start { consumer: 0, units: 2, flexible: false });
+    w.deliver(0); // Propose -> Hold
+    w.deliver(0); // Hold -> Commit (consumer persists Pending)
+    let commit = w.net[0].clone();
+    let mut answers = HashSet::new();
+    for _ in 0..5 {
+        w.net.push(commit.clone());
+        let envelope = Envelope::decode(&commit.bytes, usize::MAX).unwrap();
+        let step = w.provider.handle(w.now, &mut w.rng, &envelope);
+        answers.insert(step.send[0].message.seal(w.provider.identity()).encode());
+        w.apply(Who::Provider, step);
+    }
+    assert_eq!(answers.len(), 1, "every duplicate gets the same countersigned contract");
+    assert_eq!(World::contracts_in(&w.provider_log).len(), 1);
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 2);
+    w.settle();
+    assert_eq!(w.placed, 1);
+}
+
+/// A crash after the provider made the contract durable but before its answer
+/// left: the consumer's Status brings it the contract.
+#[test]
+fn status_reconciles_a_lost_countersignature() {
+    let mut w = World::new(9, 1, 4);
+    w.run(Op::Start { consumer: 0, units: 3, flexible: false });
+    w.deliver(0); // Propose -> Hold
+    w.deliver(0); // Hold -> Commit
+    w.deliver(0); // Commit -> Countersigned (durable at the provider)
+    assert_eq!(w.net.len(), 1);
+    w.net.clear(); // the answer is lost
+    w.run(Op::CrashProvider);
+    w.run(Op::CrashConsumer(0)); // the consumer loses its negotiation too
+    assert!(World::contracts_in(&w.consumer_logs[0]).is_empty());
+    w.settle();
+    assert_eq!(World::contracts_in(&w.consumer_logs[0]), World::contracts_in(&w.provider_log));
+    assert_eq!(World::contracts_in(&w.provider_log).len(), 1);
+}
+
+/// A hold that is never committed ends at hold_until and frees its units.
+#[test]
+fn abandoned_hold_expires_and_frees_capacity() {
+    let mut w = World::new(11, 1, 2);
+    w.run(Op::Start { consumer: 0, units: 2, flexible: false });
+    w.deliver(0); // Propose -> Hold
+    w.net.clear(); // Hold lost
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 2);
+    w.now += w.limits.hold_ttl_ms;
+    let step = w.provider.tick(w.now);
+    assert!(step.events.iter().any(|e| matches!(e, Event::HoldEnded { .. })));
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 0);
+    assert_eq!(w.provider.live_holds(), 0);
+}
+
+/// A Commit delayed in the network while the consumer asks for status: the
+/// provider must not answer "unknown" (the consumer would give up while the
+/// delayed Commit still makes a contract).
+#[test]
+fn status_while_commit_is_delayed_does_not_abandon() {
+    let mut w = World::new(13, 1, 4);
+    w.run(Op::Start { consumer: 0, units: 1, flexible: false });
+    w.deliver(0); // Propose -> Hold
+    w.deliver(0); // Hold -> Commit, now in flight
+    assert_eq!(w.net.len(), 1);
+    w.run(Op::Advance(w.limits.reply_timeout_ms)); // consumer asks for status
+    assert_eq!(w.net.len(), 2);
+    w.deliver(1); // Status answered first: the hold is still alive
+    w.settle();
+    assert_eq!(w.placed, 1);
+    assert_eq!(World::contracts_in(&w.consumer_logs[0]), World::contracts_in(&w.provider_log));
+    assert!(decode_log(&w.consumer_logs[0]).iter().all(|r| !matches!(r, Record::Abandoned { .. })));
+}
