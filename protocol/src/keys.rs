@@ -56,7 +56,7 @@ impl Identity {
 
     /// The public half.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.key.verifying_key())
+        PublicKey(self.key.verifying_key().to_bytes())
     }
 
     /// Signs `message` as is. Callers that sign protocol objects go through
@@ -78,21 +78,11 @@ impl fmt::Debug for Identity {
     }
 }
 
-/// A node's public key: its identity in the federation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKey(VerifyingKey);
-
-impl PartialOrd for PublicKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PublicKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.as_bytes().cmp(other.0.as_bytes())
-    }
-}
+/// A node's public key: its identity in the federation. Holds the 32
+/// validated bytes (small enough to key maps and travel in errors); the
+/// curve point is decompressed only when a signature is checked.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey([u8; PUBLIC_KEY_LEN]);
 
 impl PublicKey {
     /// Parses 32 bytes, rejecting invalid and weak (small-order) points.
@@ -102,7 +92,7 @@ impl PublicKey {
         if key.is_weak() {
             return Err(KeyError::InvalidPublicKey);
         }
-        Ok(Self(key))
+        Ok(Self(arr))
     }
 
     /// Parses the lower-case hex form printed by `Display`.
@@ -113,12 +103,14 @@ impl PublicKey {
 
     /// The 32 bytes.
     pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.0.to_bytes()
+        self.0
     }
 
-    /// The underlying dalek key.
-    pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.0
+    /// The dalek key (decompresses the point; the bytes were validated at parse).
+    pub fn verifying_key(&self) -> VerifyingKey {
+        // Every constructor validated these bytes, so this cannot fail; fall
+        // back to a key that verifies nothing rather than panic.
+        VerifyingKey::from_bytes(&self.0).unwrap_or_default()
     }
 
     /// Verifies a raw signature with `verify_strict` (rejects malleable and
@@ -127,13 +119,15 @@ impl PublicKey {
         let Ok(sig) = <[u8; SIGNATURE_LEN]>::try_from(signature) else {
             return false;
         };
-        let sig = ed25519_dalek::Signature::from_bytes(&sig);
-        self.0.verify_strict(message, &sig).is_ok()
+        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
     }
 
     /// The first 8 hex digits, for logs and tables.
     pub fn short(&self) -> String {
-        hex::encode(&self.to_bytes()[..4])
+        hex::encode(&self.0[..4])
     }
 }
 
@@ -188,13 +182,13 @@ pub(crate) fn serde_bytes_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<
 }
 
 /// Verifies many (message, signature, key) triples at once, for auditors that
-/// check a whole log. Falls back to nothing: any failure fails the batch, and
-/// the caller re-checks one by one to name the bad one.
+/// check a whole log: any failure fails the whole batch, and the caller then
+/// checks one by one (strictly) to name the bad one.
 pub fn verify_batch(messages: &[&[u8]], signatures: &[[u8; SIGNATURE_LEN]], keys: &[PublicKey]) -> bool {
     if messages.len() != signatures.len() || messages.len() != keys.len() {
         return false;
     }
     let sigs: Vec<ed25519_dalek::Signature> = signatures.iter().map(ed25519_dalek::Signature::from_bytes).collect();
-    let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.0).collect();
+    let vks: Vec<VerifyingKey> = keys.iter().map(PublicKey::verifying_key).collect();
     ed25519_dalek::verify_batch(messages, &sigs, &vks).is_ok()
 }

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod book;
+pub mod checkpoint;
 pub mod contract;
 pub mod envelope;
 pub mod ids;
@@ -25,6 +26,7 @@ pub mod ledger;
 pub mod limits;
 pub mod matching;
 pub mod membership;
+pub mod merkle;
 pub mod messages;
 pub mod negotiation;
 pub mod offer;

@@ -20,6 +20,9 @@ use fulcrum_protocol::messages::{
 use fulcrum_protocol::offer::{OfferError, Price, SignedOffer};
 use prost::Message as _;
 
+/// A named change to a decoded message.
+type Edit<T> = (&'static str, Box<dyn Fn(&mut T)>);
+
 fn offer_envelope() -> Envelope {
     signed_offer(&identity(1), "fra1-c8m32", 10, 1_000_000, T0).sign(&identity(1)).envelope().clone()
 }
@@ -70,7 +73,7 @@ fn every_byte_of_an_offer_envelope_is_protected() {
 fn every_offer_field_is_covered_by_the_signature() {
     let original = offer_envelope().to_wire();
     let body = wire::Offer::decode(original.body.as_slice()).unwrap();
-    let edits: Vec<(&str, Box<dyn Fn(&mut wire::Offer)>)> = vec![
+    let edits: Vec<Edit<wire::Offer>> = vec![
         ("provider", Box::new(|o| o.provider = identity(3).public().to_bytes().to_vec())),
         ("federation", Box::new(|o| o.federation.push('x'))),
         ("offer_id", Box::new(|o| o.offer_id.push('x'))),
@@ -149,7 +152,7 @@ fn every_contract_field_is_covered_by_both_signatures() {
     let limits = Limits::default();
     assert!(SignedContract::from_wire(good.clone(), &limits, true).is_ok());
     let body = wire::ContractBody::decode(good.body.as_slice()).unwrap();
-    let edits: Vec<(&str, Box<dyn Fn(&mut wire::ContractBody)>)> = vec![
+    let edits: Vec<Edit<wire::ContractBody>> = vec![
         ("federation", Box::new(|b| b.federation.push('x'))),
         ("offer_id", Box::new(|b| b.offer_id.push('x'))),
         ("offer_seq", Box::new(|b| b.offer_seq += 1)),

@@ -88,7 +88,7 @@ pub enum FailReason {
 #[derive(Debug, Clone)]
 enum Phase {
     Proposing { propose: Propose, sent_at_ms: u64 },
-    Committing { hold_id: HoldId, contract: SignedContract, sent_at_ms: u64 },
+    Committing { hold_id: HoldId, contract: Box<SignedContract>, sent_at_ms: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ impl Consumer {
                     terms,
                     phase: Phase::Committing {
                         hold_id: t.hold_id,
-                        contract,
+                        contract: Box::new(contract),
                         // Due at once: ask for the outcome on the first tick.
                         sent_at_ms: 0,
                     },
@@ -353,7 +353,8 @@ impl Consumer {
         let request_id = RequestId::random(rng);
         self.track(id, request_id);
         if let Some(n) = self.negotiations.get_mut(&id) {
-            n.phase = Phase::Committing { hold_id: h.hold_id, contract: contract.clone(), sent_at_ms: now_ms };
+            n.phase =
+                Phase::Committing { hold_id: h.hold_id, contract: Box::new(contract.clone()), sent_at_ms: now_ms };
         }
         Step {
             persist: vec![Record::Pending { contract: contract.clone() }],
@@ -485,7 +486,7 @@ impl Consumer {
                     n.phase = Phase::Committing { hold_id, contract: contract.clone(), sent_at_ms: now_ms };
                 }
                 let mut step = Step::default();
-                step.send(from, Message::Commit(Commit { request_id, hold_id, contract }));
+                step.send(from, Message::Commit(Commit { request_id, hold_id, contract: *contract }));
                 step
             }
             (ContractState::Unknown, _) => {
