@@ -19,6 +19,10 @@ pub struct BookEntry {
     pub attested_labels: BTreeSet<String>,
     /// When this node learned this seq, Unix ms.
     pub received_at_ms: u64,
+    /// The book keeps the entry until then: at least its own expiry, and at
+    /// least the expiry of every older seq it replaced, so that no replay of
+    /// an older, still valid seq can bring back what this one replaced.
+    pub retain_until_ms: u64,
 }
 
 /// What an insert did.
@@ -113,8 +117,10 @@ impl OfferBook {
             return Err(BookError::Expired { key });
         }
         let withdrawal = offer.is_withdrawal();
+        let mut retain_until_ms = offer.expires_at_ms;
         let outcome = match self.entries.get(&key) {
             Some(held) => {
+                retain_until_ms = retain_until_ms.max(held.retain_until_ms);
                 let have = held.signed.offer().seq;
                 if offer.seq == have {
                     return if held.signed.envelope().body() == signed.envelope().body() {
@@ -140,18 +146,15 @@ impl OfferBook {
                 if withdrawal { Inserted::Withdrawn } else { Inserted::New }
             }
         };
-        self.entries.insert(key, BookEntry { signed, attested_labels, received_at_ms: now_ms });
+        self.entries.insert(key, BookEntry { signed, attested_labels, received_at_ms: now_ms, retain_until_ms });
         Ok(outcome)
     }
 
-    /// Drops every offer (and tombstone) expired at `now_ms`; returns how many.
+    /// Drops every entry (offers and tombstones) past its retention at
+    /// `now_ms`; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
-        let expired: Vec<OfferKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.signed.offer().expires_at_ms <= now_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let expired: Vec<OfferKey> =
+            self.entries.iter().filter(|(_, e)| e.retain_until_ms <= now_ms).map(|(k, _)| k.clone()).collect();
         for key in &expired {
             self.remove(key);
         }

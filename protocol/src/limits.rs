@@ -14,7 +14,8 @@ pub struct Limits {
     pub max_text_len: usize,
     /// Most GPU models in one flavour.
     pub max_gpu_kinds: usize,
-    /// Most live offers one provider may have in an offer book.
+    /// Most offers one provider may have in an offer book (withdrawals kept
+    /// as tombstones count too: they cost memory like any other entry).
     pub max_offers_per_provider: usize,
     /// Most offers in an offer book in total.
     pub max_offers_total: usize,

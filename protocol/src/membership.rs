@@ -442,7 +442,10 @@ impl Membership {
         cert.verify(&self.charter, now_ms)
     }
 
-    /// Labels the authorities vouch for on this member (empty in an open federation).
+    /// Labels the authorities vouch for on this member: those of a valid,
+    /// unrevoked certificate. Even in an open federation (threshold 0) a
+    /// certificate needs at least one charter authority's signature to attest
+    /// anything, so with no authorities nothing is ever attested.
     pub fn attested_labels(&self, member: &PublicKey, now_ms: u64) -> BTreeSet<String> {
         match self.certificates.get(member) {
             Some(c) if !self.revoked.contains_key(member) && c.verify(&self.charter, now_ms).is_ok() => {
