@@ -1,0 +1,177 @@
+//! The admin gRPC service inside the daemon. Reads of contracts go straight
+//! to the index; everything that touches live state is a command to the
+//! event loop, answered on a oneshot, so the loop stays the only writer.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use fulcrum_proto::v1 as wire;
+use fulcrum_proto::v1::admin_server::{Admin, AdminServer};
+use fulcrum_protocol::ids::ContractId;
+use fulcrum_protocol::messages::TerminationReason;
+use futures::Stream;
+use tokio::net::UnixListener;
+use tokio::sync::oneshot;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{BroadcastStream, UnixListenerStream};
+use tonic::{Request, Response, Status};
+
+use crate::daemon::{AdminCommand, Handles, contract_view, now_ms};
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    handles: Handles,
+}
+
+impl AdminService {
+    /// A service over the daemon's handles.
+    pub fn new(handles: Handles) -> AdminService {
+        AdminService { handles }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> AdminCommand) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.handles.commands.send(make(tx)).await.map_err(|_| Status::unavailable("daemon is shutting down"))?;
+        rx.await.map_err(|_| Status::unavailable("daemon is shutting down"))
+    }
+}
+
+fn contract_id(bytes: &[u8]) -> Result<ContractId, Status> {
+    ContractId::from_slice(bytes).ok_or_else(|| Status::invalid_argument("contract id must be 32 bytes"))
+}
+
+fn failed(message: String) -> Status {
+    Status::failed_precondition(message)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _: Request<wire::StatusQuery>) -> Result<Response<wire::NodeStatus>, Status> {
+        Ok(Response::new(self.ask(AdminCommand::Status).await?))
+    }
+
+    async fn peers(&self, _: Request<wire::PeersQuery>) -> Result<Response<wire::PeerList>, Status> {
+        Ok(Response::new(self.ask(AdminCommand::Peers).await?))
+    }
+
+    async fn publish_offer(&self, req: Request<wire::PublishOfferRequest>) -> Result<Response<wire::OfferView>, Status> {
+        let req = req.into_inner();
+        let offer = req.offer.ok_or_else(|| Status::invalid_argument("offer is missing"))?;
+        let view = self.ask(|tx| AdminCommand::Publish(offer, req.ttl_ms, tx)).await?.map_err(failed)?;
+        Ok(Response::new(view))
+    }
+
+    async fn withdraw_offer(&self, req: Request<wire::WithdrawOfferRequest>) -> Result<Response<wire::OfferView>, Status> {
+        let id = req.into_inner().offer_id;
+        let view = self.ask(|tx| AdminCommand::Withdraw(id, tx)).await?.map_err(failed)?;
+        Ok(Response::new(view))
+    }
+
+    async fn list_offers(&self, req: Request<wire::ListOffersRequest>) -> Result<Response<wire::OfferList>, Status> {
+        let req = req.into_inner();
+        let list = self.ask(|tx| AdminCommand::ListOffers(req, tx)).await?.map_err(Status::invalid_argument)?;
+        Ok(Response::new(list))
+    }
+
+    async fn place(&self, req: Request<wire::PlaceRequest>) -> Result<Response<wire::PlaceResult>, Status> {
+        let req = req.into_inner();
+        let result = self.ask(|tx| AdminCommand::Place(req, tx)).await?.map_err(failed)?;
+        Ok(Response::new(result))
+    }
+
+    async fn list_contracts(&self, req: Request<wire::ListContractsRequest>) -> Result<Response<wire::ContractList>, Status> {
+        let active_only = req.into_inner().active_only;
+        let now = now_ms();
+        let entries = self.handles.index.contracts().map_err(|e| Status::internal(e.to_string()))?;
+        let mut contracts = Vec::with_capacity(entries.len());
+        for (id, entry) in entries {
+            let view = contract_view(id, &entry, now).map_err(Status::internal)?;
+            if !active_only || view.state == wire::ContractState::Active as i32 {
+                contracts.push(view);
+            }
+        }
+        Ok(Response::new(wire::ContractList { contracts }))
+    }
+
+    async fn show_contract(&self, req: Request<wire::ContractQuery>) -> Result<Response<wire::ContractView>, Status> {
+        let id = contract_id(&req.into_inner().contract_id)?;
+        let entry = self
+            .handles
+            .index
+            .contract(&id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no contract {id}")))?;
+        Ok(Response::new(contract_view(id, &entry, now_ms()).map_err(Status::internal)?))
+    }
+
+    async fn terminate_contract(
+        &self,
+        req: Request<wire::TerminateContractRequest>,
+    ) -> Result<Response<wire::ContractView>, Status> {
+        let req = req.into_inner();
+        let id = contract_id(&req.contract_id)?;
+        let reason = TerminationReason::try_from(req.reason).unwrap_or(TerminationReason::Unspecified);
+        self.ask(|tx| AdminCommand::Terminate(id, reason, tx)).await?.map_err(failed)?;
+        let entry = self
+            .handles
+            .index
+            .contract(&id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no contract {id}")))?;
+        Ok(Response::new(contract_view(id, &entry, now_ms()).map_err(Status::internal)?))
+    }
+
+    type WatchContractsStream = Pin<Box<dyn Stream<Item = Result<wire::ContractEvent, Status>> + Send>>;
+
+    async fn watch_contracts(
+        &self,
+        _: Request<wire::WatchContractsRequest>,
+    ) -> Result<Response<Self::WatchContractsStream>, Status> {
+        let index = self.handles.index.clone();
+        let stream = BroadcastStream::new(self.handles.events.subscribe()).filter_map(move |notice| {
+            let notice = match notice {
+                Ok(n) => n,
+                // A watcher too slow to keep up is told, not silently skipped.
+                Err(_) => return Some(Err(Status::data_loss("watcher fell behind; events were dropped"))),
+            };
+            let view = index
+                .contract(&notice.contract_id)
+                .ok()
+                .flatten()
+                .and_then(|e| contract_view(notice.contract_id, &e, now_ms()).ok());
+            Some(Ok(wire::ContractEvent { event: notice.event.into(), contract: view, at_ms: notice.at_ms }))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Binds the admin socket (mode 0600) and serves until `shutdown`.
+pub async fn serve(
+    socket: PathBuf,
+    handles: Handles,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = bind(&socket)?;
+    tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService::new(handles)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Binds a Unix socket readable and writable by the owner only. The data
+/// dir lock is held, so a leftover socket file is ours to replace.
+pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot remove stale admin socket {}: {e}", socket.display()),
+    }
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| anyhow::anyhow!("cannot bind admin socket {}: {e}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}

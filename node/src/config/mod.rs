@@ -1,0 +1,435 @@
+//! Node configuration: `node.toml`, with every field overridable by a
+//! `FULCRUM_*` environment variable or a flag (flags win, then the
+//! environment, then the file, then defaults); the data dir, its lock and the
+//! node's key file.
+
+mod keyfile;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use keyfile::{KeyFileError, create_key, load_key};
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("config {path} is malformed: {message}")]
+    Malformed {
+        /// File.
+        path: PathBuf,
+        /// Parser message (with line and column).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config field {field}: {message}")]
+    Invalid {
+        /// Field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The data dir is held by another process.
+    #[error("data dir {path} is in use by another fulcrumd ({holder}); stop it first or use another --data-dir")]
+    Locked {
+        /// Data dir.
+        path: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
+    /// File system error on the data dir.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The node's configuration after merging file, environment and flags.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Where the key, the log, the index and the admin socket live.
+    pub data_dir: PathBuf,
+    /// Federation name (must match the peers').
+    pub federation: String,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Multiaddrs (with `/p2p/<peer id>`) of peers to join through.
+    pub bootstrap: Vec<String>,
+    /// Lifetime of published offers; they are re-announced at half of it.
+    pub offer_ttl: String,
+    /// Most peers connected at once.
+    pub max_peers: u32,
+    /// Inbound requests per second allowed per peer (negotiation and sync).
+    pub peer_rate_per_sec: u32,
+    /// Burst of inbound requests allowed per peer.
+    pub peer_burst: u32,
+    /// How long a provider keeps a hold.
+    pub hold_ttl: String,
+    /// How long a consumer waits for an answer before reconciling.
+    pub reply_timeout: String,
+    /// How long `place` may take before it gives up.
+    pub place_deadline: String,
+    /// `human` or `json`.
+    pub log_format: String,
+    /// Log filter, e.g. `info` or `fulcrum_node=debug,info`.
+    pub log_level: String,
+    /// Admin socket path; default `<data_dir>/admin.sock`.
+    pub admin_socket: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("fulcrum-data"),
+            federation: "dev".into(),
+            listen: vec!["/ip4/0.0.0.0/tcp/4100".into(), "/ip4/0.0.0.0/udp/4100/quic-v1".into()],
+            bootstrap: Vec::new(),
+            offer_ttl: "1h".into(),
+            max_peers: 128,
+            peer_rate_per_sec: 200,
+            peer_burst: 400,
+            hold_ttl: "30s".into(),
+            reply_timeout: "5s".into(),
+            place_deadline: "20s".into(),
+            log_format: "human".into(),
+            log_level: "info".into(),
+            admin_socket: None,
+        }
+    }
+}
+
+/// Values given on the command line or in `FULCRUM_*` variables (clap reads
+/// both); `None` leaves the file's value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Data directory.
+    #[arg(long, env = "FULCRUM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Federation name.
+    #[arg(long, env = "FULCRUM_FEDERATION")]
+    pub federation: Option<String>,
+    /// Listen multiaddr (repeatable; env: comma-separated).
+    #[arg(long = "listen", env = "FULCRUM_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<String>,
+    /// Bootstrap peer multiaddr with /p2p/<peer id> (repeatable; env: comma-separated).
+    #[arg(long = "bootstrap", env = "FULCRUM_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Offer lifetime, e.g. 1h.
+    #[arg(long, env = "FULCRUM_OFFER_TTL")]
+    pub offer_ttl: Option<String>,
+    /// Most connected peers.
+    #[arg(long, env = "FULCRUM_MAX_PEERS")]
+    pub max_peers: Option<u32>,
+    /// Inbound requests per second per peer.
+    #[arg(long, env = "FULCRUM_PEER_RATE_PER_SEC")]
+    pub peer_rate_per_sec: Option<u32>,
+    /// Inbound request burst per peer.
+    #[arg(long, env = "FULCRUM_PEER_BURST")]
+    pub peer_burst: Option<u32>,
+    /// Hold lifetime, e.g. 30s.
+    #[arg(long, env = "FULCRUM_HOLD_TTL")]
+    pub hold_ttl: Option<String>,
+    /// Reply timeout, e.g. 5s.
+    #[arg(long, env = "FULCRUM_REPLY_TIMEOUT")]
+    pub reply_timeout: Option<String>,
+    /// Deadline of a placement, e.g. 20s.
+    #[arg(long, env = "FULCRUM_PLACE_DEADLINE")]
+    pub place_deadline: Option<String>,
+    /// human or json.
+    #[arg(long, env = "FULCRUM_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter.
+    #[arg(long, env = "FULCRUM_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Admin socket path.
+    #[arg(long, env = "FULCRUM_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Parses a config file's text.
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Malformed { path: path.to_owned(), message: one_line(&e.to_string()) })
+    }
+
+    /// Loads `file` if given, else `<data_dir>/node.toml` if present, else
+    /// defaults; then applies overrides and validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<NodeConfig, ConfigError> {
+        let data_dir = overrides.data_dir.clone().unwrap_or_else(|| NodeConfig::default().data_dir);
+        let implicit = data_dir.join("node.toml");
+        let path = match file {
+            Some(p) => Some(p.to_owned()),
+            None => implicit.exists().then_some(implicit),
+        };
+        let mut config = match &path {
+            Some(p) => {
+                let text = fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+                NodeConfig::parse(&text, p)?
+            }
+            None => NodeConfig::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies flag / environment overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
+        }
+        set!(data_dir, federation, offer_ttl, max_peers, peer_rate_per_sec, peer_burst, hold_ttl, reply_timeout);
+        set!(place_deadline, log_format, log_level);
+        if o.admin_socket.is_some() {
+            self.admin_socket = o.admin_socket.clone();
+        }
+        if !o.listen.is_empty() {
+            self.listen = o.listen.clone();
+        }
+        if !o.bootstrap.is_empty() {
+            self.bootstrap = o.bootstrap.clone();
+        }
+    }
+
+    /// Checks values an operator could get wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if self.federation.is_empty() || self.federation.len() > 128 || self.federation.contains(char::is_whitespace) {
+            return invalid("federation", "must be 1 to 128 characters without spaces".into());
+        }
+        for (field, value) in [
+            ("offer_ttl", &self.offer_ttl),
+            ("hold_ttl", &self.hold_ttl),
+            ("reply_timeout", &self.reply_timeout),
+            ("place_deadline", &self.place_deadline),
+        ] {
+            match parse_duration_ms(value) {
+                Ok(0) => return invalid(field, "must be more than zero".into()),
+                Ok(_) => {}
+                Err(e) => return invalid(field, e),
+            }
+        }
+        if !matches!(self.log_format.as_str(), "human" | "json") {
+            return invalid("log_format", format!("{:?} is neither human nor json", self.log_format));
+        }
+        if self.listen.is_empty() {
+            return invalid("listen", "at least one address is needed".into());
+        }
+        for a in self.listen.iter().chain(&self.bootstrap) {
+            if a.parse::<libp2p::Multiaddr>().is_err() {
+                return invalid("listen/bootstrap", format!("{a:?} is not a multiaddr"));
+            }
+        }
+        if self.max_peers == 0 || self.peer_rate_per_sec == 0 || self.peer_burst == 0 {
+            return invalid("max_peers/peer_rate_per_sec/peer_burst", "must be more than zero".into());
+        }
+        Ok(())
+    }
+
+    /// A duration field in ms (validated by [`NodeConfig::validate`]).
+    pub fn ms(&self, value: &str) -> u64 {
+        parse_duration_ms(value).unwrap_or(0)
+    }
+
+    /// The admin socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.admin_socket.clone().unwrap_or_else(|| self.data_dir.join("admin.sock"))
+    }
+
+    /// The key file path.
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("node.key")
+    }
+
+    /// The agreement log path.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("agreements.log")
+    }
+
+    /// The sled index path.
+    pub fn index_path(&self) -> PathBuf {
+        self.data_dir.join("index")
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses "90s", "30m", "720h", "7d" or "250ms" into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m, 720h or 7d"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?} has no unit (ms, s, m, h or d)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// An exclusive lock on the data dir, held for the life of the daemon. The
+/// OS releases it if the process dies, so a crash never leaves it stale.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, ConfigError> {
+        let err = |source| ConfigError::DataDir { path: data_dir.to_owned(), source };
+        fs::create_dir_all(data_dir).map_err(err)?;
+        let path = data_dir.join("LOCK");
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                return Err(ConfigError::Locked {
+                    path: data_dir.to_owned(),
+                    holder: format!("pid {}", holder.trim()).trim().to_owned(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
+        file.set_len(0).map_err(err)?;
+        writeln!(file, "{}", std::process::id()).map_err(err)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// The commented `node.toml` that `fulcrumd init` writes.
+pub fn commented_config(data_dir: &Path) -> String {
+    format!(
+        r#"# fulcrumd configuration. Every field can also be set with a FULCRUM_<FIELD>
+# environment variable (e.g. FULCRUM_LISTEN) or a --<field> flag; flags win.
+
+# Where the key, the agreement log, the index and the admin socket live.
+data_dir = "{}"
+
+# Federation name; every member of the federation uses the same one.
+federation = "dev"
+
+# Addresses to listen on (TCP and QUIC).
+listen = ["/ip4/0.0.0.0/tcp/4100", "/ip4/0.0.0.0/udp/4100/quic-v1"]
+
+# Peers to join through: multiaddrs ending in /p2p/<peer id>.
+bootstrap = []
+
+# Lifetime of published offers; they are re-announced at half of it.
+offer_ttl = "1h"
+
+# Connection and abuse limits.
+max_peers = 128
+peer_rate_per_sec = 200
+peer_burst = 400
+
+# Negotiation timing.
+hold_ttl = "30s"
+reply_timeout = "5s"
+place_deadline = "20s"
+
+# Logs: human or json, and a filter such as "info" or "fulcrum_node=debug,info".
+log_format = "human"
+log_level = "info"
+
+# Admin socket (default: <data_dir>/admin.sock).
+# admin_socket = "/run/fulcrum/admin.sock"
+"#,
+        data_dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let mut c = NodeConfig::parse("federation = \"eu\"\nmax_peers = 10\nlisten = [\"/ip4/127.0.0.1/tcp/1\"]\n", Path::new("x"))
+            .unwrap();
+        assert_eq!((c.federation.as_str(), c.max_peers), ("eu", 10));
+        c.apply(&Overrides { max_peers: Some(3), listen: vec!["/ip4/127.0.0.1/tcp/2".into()], ..Overrides::default() });
+        assert_eq!(c.max_peers, 3);
+        assert_eq!(c.listen, ["/ip4/127.0.0.1/tcp/2"]);
+        assert_eq!(c.federation, "eu", "unset overrides keep the file's value");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_configs_are_named() {
+        let cases: [(&str, &str); 6] = [
+            ("federation = \n", "malformed"),
+            ("no_such_field = 1\n", "malformed"),
+            ("federation = \"has space\"\n", "federation"),
+            ("hold_ttl = \"30 parsecs\"\n", "hold_ttl"),
+            ("listen = [\"not an address\"]\n", "listen"),
+            ("log_format = \"xml\"\n", "log_format"),
+        ];
+        for (text, word) in cases {
+            let err = NodeConfig::parse(text, Path::new("node.toml")).and_then(|c| c.validate().map(|()| c));
+            let msg = err.expect_err(text).to_string();
+            assert!(msg.contains(word), "{text:?} gave {msg:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("720h"), Ok(720 * 3_600_000));
+        assert_eq!(parse_duration_ms("7d"), Ok(7 * 86_400_000));
+        assert!(parse_duration_ms("7").is_err());
+        assert!(parse_duration_ms("h").is_err());
+        assert!(parse_duration_ms("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn key_file_is_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        let id = fulcrum_protocol::keys::Identity::from_secret_bytes(&[9; 32]);
+        create_key(&path, &id).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_key(&path).unwrap().public(), id.public());
+        assert!(matches!(create_key(&path, &id), Err(KeyFileError::Exists(_))));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(load_key(&path), Err(KeyFileError::Exposed { mode: 0o640, .. })));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, "zz").unwrap();
+        assert!(matches!(load_key(&path), Err(KeyFileError::Malformed(_))));
+        assert!(matches!(load_key(&dir.path().join("none")), Err(KeyFileError::Missing(_))));
+    }
+
+    #[test]
+    fn data_dir_lock_is_exclusive_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DataDirLock::acquire(dir.path()).unwrap();
+        let err = DataDirLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("in use by another fulcrumd") && err.contains(&std::process::id().to_string()), "{err}");
+        drop(lock);
+        DataDirLock::acquire(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,1016 @@
+//! The daemon's event loop. It owns the swarm, both negotiation engines, the
+//! offer book, the log and the index, and it is the one place that maps
+//! swarm events, admin commands and timers to protocol inputs. Effects are
+//! performed strictly in order: records are made durable first (group
+//! commit), then messages are sent and events reported. Steps queue behind
+//! each other, so no answer ever overtakes an earlier durability point.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fulcrum_proto::v1 as wire;
+use fulcrum_protocol::Limits;
+use fulcrum_protocol::book::{BookError, Inserted, OfferBook};
+use fulcrum_protocol::envelope::{Envelope, Kind};
+use fulcrum_protocol::ids::{ContractId, NegotiationId, RequestId};
+use fulcrum_protocol::keys::{Identity, PublicKey};
+use fulcrum_protocol::matching::Constraints;
+use fulcrum_protocol::messages::{Message, Reject, RejectCode, TerminationReason};
+use fulcrum_protocol::negotiation::{Consumer, Event, FailReason, Outgoing, PlaceTerms, Provider, Step};
+use fulcrum_protocol::offer::{Offer, OfferKey, SignedOffer};
+use fulcrum_protocol::record::Record;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, kad};
+use prost::Message as _;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::config::NodeConfig;
+use crate::net::{self, Behaviour, BehaviourEvent, PeerIds, RateLimiter};
+use crate::store::index::Index;
+use crate::store::log::AgreementLog;
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Offers per sync page.
+const SYNC_PAGE: usize = 500;
+/// Invalid messages a peer may send before it is disconnected.
+const MAX_STRIKES: u32 = 16;
+
+/// A request from the admin API, answered on its oneshot.
+#[derive(Debug)]
+pub enum AdminCommand {
+    /// Node status.
+    Status(oneshot::Sender<wire::NodeStatus>),
+    /// Connected peers.
+    Peers(oneshot::Sender<wire::PeerList>),
+    /// Publish an offer (terms from an offer file).
+    Publish(wire::Offer, u64, oneshot::Sender<Result<wire::OfferView, String>>),
+    /// Withdraw an own offer.
+    Withdraw(String, oneshot::Sender<Result<wire::OfferView, String>>),
+    /// List offers.
+    ListOffers(wire::ListOffersRequest, oneshot::Sender<Result<wire::OfferList, String>>),
+    /// Place a workload.
+    Place(wire::PlaceRequest, oneshot::Sender<Result<wire::PlaceResult, String>>),
+    /// Terminate a contract.
+    Terminate(ContractId, TerminationReason, oneshot::Sender<Result<(), String>>),
+}
+
+/// A contract event for watchers of the admin event stream.
+#[derive(Debug, Clone)]
+pub struct ContractNotice {
+    /// `active`, `terminated` or `ended`.
+    pub event: &'static str,
+    /// The contract.
+    pub contract_id: ContractId,
+    /// When, Unix ms.
+    pub at_ms: u64,
+}
+
+/// Handles the admin server needs.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// Commands to the loop.
+    pub commands: mpsc::Sender<AdminCommand>,
+    /// Contract events.
+    pub events: broadcast::Sender<ContractNotice>,
+    /// Index, read directly for contract queries.
+    pub index: Index,
+    /// This node's key.
+    pub me: PublicKey,
+}
+
+/// Where the answer to an effect goes once it is durable.
+enum Reply {
+    None,
+    Offer(oneshot::Sender<Result<wire::OfferView, String>>),
+    Terminated(oneshot::Sender<Result<(), String>>),
+}
+
+/// An effect waiting for its records to be durable.
+struct Pending {
+    records: Vec<Record>,
+    send: Vec<Outgoing>,
+    events: Vec<Event>,
+    channel: Option<(PeerId, ResponseChannel<Vec<u8>>)>,
+    gossip: Option<SignedOffer>,
+    reply: Reply,
+}
+
+type Durable = BoxFuture<'static, (Result<u64, String>, Pending)>;
+
+struct PlaceJob {
+    reply: oneshot::Sender<Result<wire::PlaceResult, String>>,
+    candidates: VecDeque<Offer>,
+    terms: PlaceTerms,
+    tried: Vec<String>,
+}
+
+/// The running node.
+pub struct Node {
+    config: NodeConfig,
+    limits: Limits,
+    identity: Identity,
+    me: PublicKey,
+    swarm: Swarm<Behaviour>,
+    topic: IdentTopic,
+    provider: Provider,
+    consumer: Consumer,
+    book: OfferBook,
+    log: AgreementLog,
+    index: Index,
+    rng: StdRng,
+    peer_ids: PeerIds,
+    rate: RateLimiter,
+    strikes: HashMap<PeerId, u32>,
+    effects: FuturesOrdered<Durable>,
+    places: HashMap<NegotiationId, PlaceJob>,
+    events: broadcast::Sender<ContractNotice>,
+    commands: mpsc::Receiver<AdminCommand>,
+    connected: HashMap<PeerId, (Vec<Multiaddr>, u64)>,
+    started: Instant,
+    offer_ttl_ms: u64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node({})", self.me.short())
+    }
+}
+
+/// Everything `Node::start` needs.
+pub struct Parts {
+    /// Merged configuration.
+    pub config: NodeConfig,
+    /// The node identity.
+    pub secret: [u8; 32],
+    /// The opened log.
+    pub log: AgreementLog,
+    /// Every durable record, in order.
+    pub records: Vec<Record>,
+    /// The opened index.
+    pub index: Index,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Parts")
+    }
+}
+
+impl Node {
+    /// Restores the engines from the log, opens the swarm and starts listening.
+    pub fn start(parts: Parts) -> anyhow::Result<(Node, Handles)> {
+        let Parts { config, secret, log, records, index } = parts;
+        let limits = Limits {
+            hold_ttl_ms: config.ms(&config.hold_ttl),
+            reply_timeout_ms: config.ms(&config.reply_timeout),
+            ..Limits::default()
+        };
+        let now = now_ms();
+        let identity = Identity::from_secret_bytes(&secret);
+        let me = identity.public();
+        let provider = Provider::restore(
+            Identity::from_secret_bytes(&secret),
+            &config.federation,
+            limits.clone(),
+            &records,
+            now,
+        );
+        let consumer = Consumer::restore(
+            Identity::from_secret_bytes(&secret),
+            &config.federation,
+            limits.clone(),
+            &records,
+            now,
+        );
+        let caught_up = index.catch_up(&records, &me)?;
+        if caught_up > 0 {
+            info!(records = caught_up, "index caught up with the log");
+        }
+        // The offer book: own offers from the log, peers' from the index.
+        let mut book = OfferBook::new(&limits);
+        for signed in provider.own_offers() {
+            let _ = book.insert(signed.clone(), BTreeSet::new(), now);
+        }
+        let mut restored = 0;
+        for bytes in index.offers()? {
+            if let Ok(signed) = SignedOffer::verify(&bytes, &config.federation, now, &limits)
+                && book.insert(signed, BTreeSet::new(), now).is_ok()
+            {
+                restored += 1;
+            }
+        }
+        info!(own = provider.own_offers().count(), peers = restored, "offer book restored");
+
+        let key = net::keypair(&identity).map_err(anyhow::Error::msg)?;
+        let topic = net::offers_topic(&config.federation);
+        let max_peers = config.max_peers;
+        let topic_hash = topic.hash();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(libp2p::tcp::Config::default().nodelay(true), libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+            .with_quic()
+            .with_behaviour(|key| {
+                net::behaviour(key, max_peers, &topic_hash).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
+        for addr in &config.listen {
+            swarm.listen_on(addr.parse()?)?;
+        }
+        for addr in &config.bootstrap {
+            let addr: Multiaddr = addr.parse()?;
+            match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
+                    swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                }
+                _ => warn!(%addr, "bootstrap address has no /p2p/<peer id>; dialing it anyway"),
+            }
+            if let Err(e) = swarm.dial(addr.clone()) {
+                warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        let (commands_tx, commands) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(1024);
+        let handles = Handles { commands: commands_tx, events: events.clone(), index: index.clone(), me };
+        let node = Node {
+            offer_ttl_ms: config.ms(&config.offer_ttl),
+            rate: RateLimiter::new(config.peer_rate_per_sec, config.peer_burst),
+            config,
+            limits,
+            identity,
+            me,
+            swarm,
+            topic,
+            provider,
+            consumer,
+            book,
+            log,
+            index,
+            rng: StdRng::from_entropy(),
+            peer_ids: PeerIds::default(),
+            strikes: HashMap::new(),
+            effects: FuturesOrdered::new(),
+            places: HashMap::new(),
+            events,
+            commands,
+            connected: HashMap::new(),
+            started: Instant::now(),
+        };
+        info!(peer_id = %node.swarm.local_peer_id(), key = %me, federation = %node.config.federation, "fulcrumd started");
+        Ok((node, handles))
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking proposals, finishes
+    /// in-flight commits and flushes.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut slow = tokio::time::interval(Duration::from_secs(5));
+        let mut kad_refresh = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some((result, pending)) = self.effects.next(), if !self.effects.is_empty() => {
+                    self.complete(result, pending)?;
+                }
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                _ = tick.tick() => self.on_tick(),
+                _ = slow.tick() => self.on_slow_tick(),
+                _ = kad_refresh.tick() => {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+        }
+        info!("shutting down: no new proposals; finishing in-flight commits");
+        self.provider.stop_accepting();
+        let drain = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some((result, pending)) = self.effects.next().await {
+                if let Err(e) = self.complete(result, pending) {
+                    warn!(error = %e, "while draining");
+                }
+            }
+        });
+        if drain.await.is_err() {
+            warn!("in-flight effects did not finish in 20 s");
+        }
+        self.log.close();
+        self.index.flush()?;
+        info!("stopped cleanly");
+        Ok(())
+    }
+
+    // ---- effects -------------------------------------------------------
+
+    /// Queues a step: persist, then (once durable) send and report.
+    fn perform(&mut self, step: Step, channel: Option<(PeerId, ResponseChannel<Vec<u8>>)>) {
+        self.perform_with(step, channel, None, Reply::None);
+    }
+
+    fn perform_with(
+        &mut self,
+        step: Step,
+        channel: Option<(PeerId, ResponseChannel<Vec<u8>>)>,
+        gossip: Option<SignedOffer>,
+        reply: Reply,
+    ) {
+        let Step { persist, send, events } = step;
+        let mut encoded = Vec::with_capacity(persist.len());
+        for r in &persist {
+            match r.to_cbor() {
+                Ok(b) => encoded.push(b),
+                Err(e) => warn!(error = %e, "cannot encode a record; dropping the step"),
+            }
+        }
+        let pending = Pending { records: persist, send, events, channel, gossip, reply };
+        let log = self.log.clone();
+        self.effects.push_back(Box::pin(async move {
+            let result = if encoded.is_empty() {
+                Ok(0)
+            } else {
+                log.append(encoded).await.map_err(|e| e.to_string())
+            };
+            (result, pending)
+        }));
+    }
+
+    /// Called in order once a step's records are durable.
+    fn complete(&mut self, result: Result<u64, String>, p: Pending) -> anyhow::Result<()> {
+        let first = match result {
+            Ok(first) => first,
+            Err(e) => {
+                // Durability is unknown: stop rather than acknowledge anything.
+                anyhow::bail!("agreement log write failed, refusing to continue: {e}");
+            }
+        };
+        for (i, record) in p.records.iter().enumerate() {
+            if let Err(e) = self.index.apply(first + i as u64, record, &self.me) {
+                warn!(error = %e, "index update failed; it will be rebuilt from the log at start-up");
+            }
+        }
+        if let Some(signed) = p.gossip {
+            let key = signed.offer().key();
+            let bytes = signed.envelope().encode();
+            let view = offer_view(&signed, BTreeSet::new(), now_ms());
+            let _ = self.book.insert(signed, BTreeSet::new(), now_ms());
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+                debug!(offer = %key, error = %e, "offer not gossiped now (peers will sync it)");
+            }
+            if let Reply::Offer(tx) = p.reply {
+                let _ = tx.send(Ok(view));
+            }
+        } else if let Reply::Terminated(tx) = p.reply {
+            let _ = tx.send(Ok(()));
+        }
+        let mut channel = p.channel;
+        for out in p.send {
+            let bytes = out.message.seal(&self.identity).encode();
+            let Some(peer) = self.peer_ids.of(&out.to) else { continue };
+            match channel.take() {
+                Some((ch_peer, ch)) if ch_peer == peer => {
+                    if self.swarm.behaviour_mut().negotiate.send_response(ch, bytes).is_err() {
+                        debug!(%peer, "peer went away before the answer");
+                    }
+                }
+                other => {
+                    channel = other;
+                    self.swarm.behaviour_mut().negotiate.send_request(&peer, bytes);
+                }
+            }
+        }
+        for event in p.events {
+            self.on_event(event);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = now_ms();
+        match event {
+            Event::ContractActive { contract_id, role } => {
+                info!(contract = %contract_id, ?role, "contract active");
+                let _ = self.events.send(ContractNotice { event: "active", contract_id, at_ms: now });
+            }
+            Event::ContractTerminated { contract_id, reason, role } => {
+                info!(contract = %contract_id, ?reason, ?role, "contract terminated");
+                let _ = self.events.send(ContractNotice { event: "terminated", contract_id, at_ms: now });
+            }
+            Event::ContractEnded { contract_id, role } => {
+                info!(contract = %contract_id, ?role, "contract ended");
+                let _ = self.events.send(ContractNotice { event: "ended", contract_id, at_ms: now });
+            }
+            Event::Placed { negotiation_id, contract_id } => {
+                if let Some(job) = self.places.remove(&negotiation_id) {
+                    let result = self.contract_view(&contract_id).map(|v| wire::PlaceResult {
+                        contracts: vec![v],
+                        explanation: String::new(),
+                    });
+                    let _ = job.reply.send(result);
+                }
+            }
+            Event::Failed { negotiation_id, reason } => {
+                if let Some(mut job) = self.places.remove(&negotiation_id) {
+                    job.tried.push(describe_failure(&reason));
+                    self.next_candidate(job);
+                }
+            }
+            Event::ProposalRejected { consumer, code } => {
+                debug!(consumer = %consumer.short(), ?code, "proposal rejected");
+            }
+            Event::HoldGranted { .. } | Event::HoldEnded { .. } => {}
+        }
+    }
+
+    // ---- swarm ---------------------------------------------------------
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                let addr = endpoint.get_remote_address().clone();
+                let entry = self.connected.entry(peer_id).or_insert_with(|| (Vec::new(), now_ms()));
+                if !entry.0.contains(&addr) {
+                    entry.0.push(addr.clone());
+                }
+                if endpoint.is_dialer() {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                if num_established.get() == 1 {
+                    debug!(%peer_id, "connected; pulling its offer book");
+                    self.request_sync(peer_id, Vec::new());
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    self.rate.forget(&peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. })) => {
+                for addr in info.listen_addrs {
+                    if is_dialable(&addr) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = self.swarm.dial(peer);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let acceptance = self.on_gossip(&message.data);
+                if acceptance == MessageAcceptance::Reject {
+                    self.strike(propagation_source, "invalid gossip");
+                }
+                let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Negotiate(event)) => self.on_negotiate(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            _ => {}
+        }
+    }
+
+    fn strike(&mut self, peer: PeerId, why: &str) {
+        let n = self.strikes.entry(peer).or_insert(0);
+        *n += 1;
+        warn!(%peer, strikes = *n, why, "misbehaving peer");
+        if *n >= MAX_STRIKES {
+            warn!(%peer, "disconnecting a peer that keeps sending invalid messages");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.strikes.remove(&peer);
+        }
+    }
+
+    /// Validates a gossiped offer: Accept forwards it, Ignore drops it
+    /// quietly (stale, duplicate, expired), Reject drops it and costs the
+    /// sender score (forged, malformed, equivocating).
+    fn on_gossip(&mut self, data: &[u8]) -> MessageAcceptance {
+        let now = now_ms();
+        let signed = match SignedOffer::verify(data, &self.config.federation, now, &self.limits) {
+            Ok(s) => s,
+            Err(fulcrum_protocol::offer::OfferError::Expired { .. }) => return MessageAcceptance::Ignore,
+            Err(e) => {
+                debug!(error = %e, "rejected gossiped offer");
+                return MessageAcceptance::Reject;
+            }
+        };
+        self.insert_offer(signed, now)
+    }
+
+    fn insert_offer(&mut self, signed: SignedOffer, now: u64) -> MessageAcceptance {
+        let key = signed.offer().key();
+        let bytes = signed.envelope().encode();
+        match self.book.insert(signed, BTreeSet::new(), now) {
+            Ok(Inserted::New | Inserted::Replaced { .. } | Inserted::Withdrawn) => {
+                if let Err(e) = self.index.put_offer(&key, &bytes) {
+                    warn!(error = %e, "cannot index offer");
+                }
+                MessageAcceptance::Accept
+            }
+            Ok(Inserted::Duplicate) | Err(BookError::Stale { .. } | BookError::Expired { .. }) => MessageAcceptance::Ignore,
+            Err(BookError::ProviderFull { .. } | BookError::BookFull { .. }) => MessageAcceptance::Ignore,
+            Err(BookError::Equivocation { key, seq }) => {
+                warn!(offer = %key, seq, "provider signed two different offers with one seq");
+                MessageAcceptance::Reject
+            }
+        }
+    }
+
+    fn on_negotiate(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message { peer, message: M::Request { request, channel, .. }, .. } => self.on_request(peer, request, channel),
+            E::Message { peer, message: M::Response { response, .. }, .. } => {
+                let Some(envelope) = self.verified_from(peer, &response) else { return };
+                let step = self.consumer.handle(now_ms(), &mut self.rng, &envelope);
+                self.perform(step, None);
+            }
+            E::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "negotiation request failed; timers retry"),
+            E::InboundFailure { peer, error, .. } => debug!(%peer, %error, "inbound negotiation failed"),
+            E::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Decodes an envelope and checks its signer is the connected peer.
+    fn verified_from(&mut self, peer: PeerId, bytes: &[u8]) -> Option<Envelope> {
+        match Envelope::decode(bytes, self.limits.max_envelope_bytes) {
+            Ok(env) if self.peer_ids.of(&env.signer()) == Some(peer) => Some(env),
+            Ok(_) => {
+                self.strike(peer, "message signed by another key than the sender's");
+                None
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "bad envelope");
+                self.strike(peer, "malformed envelope");
+                None
+            }
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        let now = now_ms();
+        if !self.rate.allow(peer, now) {
+            self.refuse(channel, RejectCode::RateLimited, "rate limit exceeded; slow down");
+            return;
+        }
+        let Some(envelope) = self.verified_from(peer, &request) else {
+            self.refuse(channel, RejectCode::Malformed, "malformed or misattributed message");
+            return;
+        };
+        // Terminate goes to whichever role this node has in the contract.
+        let to_consumer = envelope.kind() == Kind::Terminate
+            && match Message::open(&envelope, &self.limits) {
+                Ok(Message::Terminate(t)) => self.consumer.contract(&t.contract_id).is_some(),
+                _ => false,
+            };
+        let step = if to_consumer {
+            self.consumer.handle(now, &mut self.rng, &envelope)
+        } else {
+            self.provider.handle(now, &mut self.rng, &envelope)
+        };
+        self.perform(step, Some((peer, channel)));
+    }
+
+    fn refuse(&mut self, channel: ResponseChannel<Vec<u8>>, code: RejectCode, message: &str) {
+        let reject = Message::Reject(Reject { request_id: RequestId([0; 16]), code, message: message.into() });
+        let _ = self.swarm.behaviour_mut().negotiate.send_response(channel, reject.seal(&self.identity).encode());
+    }
+
+    fn request_sync(&mut self, peer: PeerId, cursor: Vec<u8>) {
+        let req = wire::OfferSyncRequest { cursor, max_offers: SYNC_PAGE as u32 };
+        self.swarm.behaviour_mut().sync.send_request(&peer, req.encode_to_vec());
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message { peer, message: M::Request { request, channel, .. }, .. } => {
+                if !self.rate.allow(peer, now_ms()) {
+                    return;
+                }
+                let Ok(req) = wire::OfferSyncRequest::decode(request.as_slice()) else {
+                    self.strike(peer, "malformed sync request");
+                    return;
+                };
+                let after = cursor_key(&req.cursor);
+                let max = (req.max_offers as usize).clamp(1, SYNC_PAGE);
+                let (page, next) = self.book.page(after.as_ref(), max);
+                let resp = wire::OfferSyncResponse {
+                    offers: page.iter().map(|s| s.envelope().to_wire()).collect(),
+                    next_cursor: next.map(|k| key_cursor(&k)).unwrap_or_default(),
+                };
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp.encode_to_vec());
+            }
+            E::Message { peer, message: M::Response { response, .. }, .. } => {
+                let Ok(resp) = wire::OfferSyncResponse::decode(response.as_slice()) else {
+                    self.strike(peer, "malformed sync response");
+                    return;
+                };
+                let now = now_ms();
+                let (mut accepted, mut refused) = (0, 0);
+                for w in resp.offers.into_iter().take(SYNC_PAGE) {
+                    let checked = Envelope::from_wire(w)
+                        .map_err(fulcrum_protocol::offer::OfferError::from)
+                        .and_then(|env| SignedOffer::from_envelope(env, &self.limits))
+                        .and_then(|s| s.offer().check_current(&self.config.federation, now, &self.limits).map(|()| s));
+                    match checked {
+                        Ok(signed) => {
+                            if self.insert_offer(signed, now) == MessageAcceptance::Accept {
+                                accepted += 1;
+                            }
+                        }
+                        Err(fulcrum_protocol::offer::OfferError::Expired { .. }) => {}
+                        Err(_) => refused += 1,
+                    }
+                }
+                if refused > 0 {
+                    self.strike(peer, "invalid offers in sync");
+                }
+                debug!(%peer, accepted, refused, "offer-book page synced");
+                if !resp.next_cursor.is_empty() {
+                    self.request_sync(peer, resp.next_cursor);
+                }
+            }
+            E::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "offer sync failed"),
+            _ => {}
+        }
+    }
+
+    // ---- timers --------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        let step = self.provider.tick(now);
+        if !step.is_empty() {
+            self.perform(step, None);
+        }
+        let step = self.consumer.tick(now, &mut self.rng);
+        if !step.is_empty() {
+            self.perform(step, None);
+        }
+    }
+
+    fn on_slow_tick(&mut self) {
+        let now = now_ms();
+        for (signed, step) in self.provider.reannounce(now, self.offer_ttl_ms) {
+            self.perform_with(step, None, Some(signed), Reply::None);
+        }
+        // A placement still waiting for its commit's outcome after its deadline
+        // is answered now; the engine keeps reconciling with the provider and
+        // the contract, if any, appears in `contracts list`.
+        let grace = self.config.ms(&self.config.reply_timeout) * 4;
+        let overdue: Vec<NegotiationId> =
+            self.places.iter().filter(|(_, j)| now > j.terms.deadline_ms + grace).map(|(id, _)| *id).collect();
+        for id in overdue {
+            if let Some(job) = self.places.remove(&id) {
+                let _ = job.reply.send(Err(format!(
+                    "no answer from the provider before the deadline ({}); the outcome will be reconciled \
+                     and shown by 'fulcrumctl contracts list'",
+                    job.tried.join("; ")
+                )));
+            }
+        }
+        let expired = self.book.expire(now);
+        if expired > 0 {
+            debug!(expired, "expired offers dropped");
+        }
+    }
+
+    // ---- admin ---------------------------------------------------------
+
+    fn on_command(&mut self, cmd: AdminCommand) {
+        let now = now_ms();
+        match cmd {
+            AdminCommand::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            AdminCommand::Peers(tx) => {
+                let peers = self
+                    .connected
+                    .iter()
+                    .map(|(peer, (addrs, since))| wire::PeerView {
+                        peer_id: peer.to_string(),
+                        addrs: addrs.iter().map(ToString::to_string).collect(),
+                        score: self.swarm.behaviour().gossipsub.peer_score(peer).unwrap_or(0.0) as i64,
+                        connected_since_ms: *since,
+                    })
+                    .collect();
+                let _ = tx.send(wire::PeerList { peers });
+            }
+            AdminCommand::Publish(w, ttl_ms, tx) => {
+                let ttl = if ttl_ms == 0 { self.offer_ttl_ms } else { ttl_ms.min(self.limits.max_offer_ttl_ms) };
+                match self.own_terms(w, now, ttl).and_then(|terms| {
+                    self.provider.publish(terms, now, ttl).map_err(|e| format!("offer rejected: {e}"))
+                }) {
+                    Ok((signed, step)) => {
+                        info!(offer = %signed.offer().key(), seq = signed.offer().seq, "publishing offer");
+                        self.perform_with(step, None, Some(signed), Reply::Offer(tx));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            }
+            AdminCommand::Withdraw(offer_id, tx) => match self.provider.withdraw(&offer_id, now, self.offer_ttl_ms) {
+                Ok((signed, step)) => {
+                    info!(offer = %signed.offer().key(), "withdrawing offer");
+                    self.perform_with(step, None, Some(signed), Reply::Offer(tx));
+                }
+                Err(_) => {
+                    let _ = tx.send(Err(format!("no own offer with id {offer_id:?}")));
+                }
+            },
+            AdminCommand::ListOffers(req, tx) => {
+                let _ = tx.send(self.list_offers(&req, now));
+            }
+            AdminCommand::Place(req, tx) => self.place(req, tx, now),
+            AdminCommand::Terminate(id, reason, tx) => {
+                let step = self
+                    .consumer
+                    .terminate(now, &mut self.rng, id, reason)
+                    .or_else(|| self.provider.terminate(now, &mut self.rng, id, reason));
+                match step {
+                    Some(step) => self.perform_with(step, None, None, Reply::Terminated(tx)),
+                    None => {
+                        let _ = tx.send(Err(format!("no active contract {id}")));
+                    }
+                }
+            }
+        }
+    }
+
+    fn own_terms(&self, mut w: wire::Offer, now: u64, ttl: u64) -> Result<Offer, String> {
+        w.provider = self.me.to_bytes().to_vec();
+        w.federation = self.config.federation.clone();
+        w.issued_at_ms = now;
+        w.expires_at_ms = now + ttl;
+        Offer::from_wire(w, &self.limits).map_err(|e| format!("offer rejected: {e}"))
+    }
+
+    fn status(&self) -> wire::NodeStatus {
+        wire::NodeStatus {
+            node_key: self.me.to_bytes().to_vec(),
+            peer_id: self.swarm.local_peer_id().to_string(),
+            federation: self.config.federation.clone(),
+            listen_addrs: self.swarm.listeners().map(ToString::to_string).collect(),
+            connected_peers: self.connected.len() as u32,
+            offers_known: self.book.live(now_ms()).count() as u64,
+            offers_own: self.provider.own_offers().filter(|o| !o.offer().is_withdrawal()).count() as u64,
+            contracts_active: (self.provider.active_contracts().count() + self.consumer.active_contracts().count())
+                as u64,
+            log_size: self.log.len(),
+            log_root: self.log.root().to_vec(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn list_offers(&self, req: &wire::ListOffersRequest, now: u64) -> Result<wire::OfferList, String> {
+        let constraints = constraints_from(
+            req.min_vcpu,
+            req.min_memory_mib,
+            0,
+            &req.countries,
+            &req.labels,
+            req.attested_labels,
+            req.max_unit_price.clone(),
+        )?;
+        let offers = self
+            .book
+            .query(&constraints, now)
+            .into_iter()
+            .filter(|e| !req.mine || e.signed.offer().provider == self.me)
+            .map(|e| offer_view(&e.signed, e.attested_labels.clone(), e.received_at_ms))
+            .collect();
+        Ok(wire::OfferList { offers })
+    }
+
+    fn place(&mut self, req: wire::PlaceRequest, tx: oneshot::Sender<Result<wire::PlaceResult, String>>, now: u64) {
+        let min = req.min_per_unit.clone().unwrap_or_default();
+        let mut constraints = match constraints_from(
+            min.vcpu,
+            min.memory_mib,
+            min.storage_gib,
+            &req.countries,
+            &req.labels,
+            req.attested_labels,
+            req.max_unit_price.clone(),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        if req.units == 0 {
+            let _ = tx.send(Err("--units must be at least 1".into()));
+            return;
+        }
+        let duration_ms = if req.duration_ms == 0 { 3_600_000 } else { req.duration_ms };
+        constraints.min_units = req.units;
+        constraints.duration_ms = Some(duration_ms);
+        constraints.min_sla_permille = req.min_sla_permille;
+        let candidates: VecDeque<Offer> = self
+            .book
+            .query(&constraints, now)
+            .into_iter()
+            .map(|e| e.signed.offer().clone())
+            .filter(|o| o.provider != self.me)
+            .collect();
+        if candidates.is_empty() {
+            let why = self.book.explain(&constraints, now);
+            let mut parts: Vec<String> = why.iter().map(|(m, n)| format!("{n} offer(s): {m}")).collect();
+            if parts.is_empty() {
+                parts.push("the offer book is empty (no peers yet?)".into());
+            }
+            let _ = tx.send(Ok(wire::PlaceResult { contracts: vec![], explanation: format!("nothing fits: {}", parts.join("; ")) }));
+            return;
+        }
+        if req.dry_run {
+            let plan: Vec<String> = candidates
+                .iter()
+                .take(5)
+                .map(|o| format!("{} at {} ({} units)", o.key(), o.unit_price_per_hour, o.units_available))
+                .collect();
+            let _ = tx.send(Ok(wire::PlaceResult {
+                contracts: vec![],
+                explanation: format!("dry run: would propose to {}", plan.join(", then ")),
+            }));
+            return;
+        }
+        let max_price = req.max_unit_price.as_ref().map_or(u64::MAX, |p| p.micros);
+        let currency = candidates.front().map(|o| o.unit_price_per_hour.currency).unwrap_or(fulcrum_protocol::offer::Currency::EUR);
+        let terms = PlaceTerms {
+            units: req.units,
+            min_units: req.units,
+            max_unit_price: fulcrum_protocol::offer::Price { currency, micros: max_price },
+            start_ms: if req.start_ms == 0 { now } else { req.start_ms },
+            duration_ms,
+            deadline_ms: now + self.config.ms(&self.config.place_deadline),
+        };
+        self.next_candidate(PlaceJob { reply: tx, candidates, terms, tried: Vec::new() });
+    }
+
+    /// Proposes to the next-best candidate, or answers with why none worked.
+    fn next_candidate(&mut self, mut job: PlaceJob) {
+        let now = now_ms();
+        while let Some(offer) = job.candidates.pop_front() {
+            if now >= job.terms.deadline_ms {
+                break;
+            }
+            match self.consumer.start(now, &mut self.rng, &offer, job.terms) {
+                Ok((id, step)) => {
+                    debug!(offer = %offer.key(), negotiation = %id, "proposing");
+                    job.tried.push(format!("{}", offer.key()));
+                    self.places.insert(id, job);
+                    self.perform(step, None);
+                    return;
+                }
+                Err(e) => job.tried.push(format!("{}: {e}", offer.key())),
+            }
+        }
+        let _ = job.reply.send(Err(format!("placement failed: {}", job.tried.join("; "))));
+    }
+
+    fn contract_view(&self, id: &ContractId) -> Result<wire::ContractView, String> {
+        let entry = self.index.contract(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("no contract {id}"))?;
+        contract_view(*id, &entry, now_ms())
+    }
+}
+
+fn describe_failure(reason: &FailReason) -> String {
+    match reason {
+        FailReason::Rejected(code, msg) => format!("rejected ({}): {msg}", code.as_str_name()),
+        other => format!("{other:?}"),
+    }
+}
+
+fn is_dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Ip4(ip) if ip.is_unspecified()))
+}
+
+fn cursor_key(cursor: &[u8]) -> Option<OfferKey> {
+    if cursor.len() < 32 {
+        return None;
+    }
+    let provider = PublicKey::from_bytes(&cursor[..32]).ok()?;
+    let offer_id = String::from_utf8(cursor[32..].to_vec()).ok()?;
+    Some(OfferKey { provider, offer_id })
+}
+
+fn key_cursor(key: &OfferKey) -> Vec<u8> {
+    let mut c = key.provider.to_bytes().to_vec();
+    c.extend_from_slice(key.offer_id.as_bytes());
+    c
+}
+
+/// Builds matching constraints from admin filters.
+fn constraints_from(
+    vcpu: u32,
+    memory_mib: u64,
+    storage_gib: u64,
+    countries: &[String],
+    labels: &[String],
+    attested: bool,
+    max_price: Option<wire::Price>,
+) -> Result<Constraints, String> {
+    use fulcrum_protocol::offer::{Country, Currency, Price, Resources};
+    let countries = countries
+        .iter()
+        .map(|c| Country::parse(c).ok_or_else(|| format!("{c:?} is not a two-letter country code")))
+        .collect::<Result<_, _>>()?;
+    let max_unit_price = max_price
+        .map(|p| {
+            Currency::parse(&p.currency)
+                .map(|currency| Price { currency, micros: p.micros })
+                .ok_or_else(|| format!("{:?} is not a currency code", p.currency))
+        })
+        .transpose()?;
+    Ok(Constraints {
+        min_per_unit: Resources { vcpu, memory_mib, storage_gib, ..Resources::default() },
+        countries,
+        labels: labels.iter().cloned().collect(),
+        attested_labels: attested,
+        max_unit_price,
+        ..Constraints::default()
+    })
+}
+
+/// The admin view of an offer.
+pub fn offer_view(signed: &SignedOffer, attested: BTreeSet<String>, received_at_ms: u64) -> wire::OfferView {
+    wire::OfferView {
+        envelope: Some(signed.envelope().to_wire()),
+        offer: Some(signed.offer().to_wire()),
+        attested_labels: attested.into_iter().collect(),
+        received_at_ms,
+    }
+}
+
+/// The admin view of an indexed contract.
+pub fn contract_view(
+    id: ContractId,
+    entry: &crate::store::index::ContractEntry,
+    now: u64,
+) -> Result<wire::ContractView, String> {
+    let signed = entry.signed().map_err(|e| e.to_string())?;
+    let body = wire::ContractBody::decode(signed.body()).map_err(|e| e.to_string())?;
+    let state = if entry.terminated {
+        wire::ContractState::Terminated
+    } else if signed.terms().end_ms <= now {
+        wire::ContractState::Ended
+    } else {
+        wire::ContractState::Active
+    };
+    Ok(wire::ContractView {
+        contract_id: id.to_vec(),
+        contract: Some(signed.to_wire()),
+        body: Some(body),
+        state: state as i32,
+        role: if entry.provider { "provider" } else { "consumer" }.into(),
+        log_index: entry.log_index,
+    })
+}
+
+
+/// Pin-boxed shutdown signal: SIGTERM or SIGINT.
+pub fn shutdown_signal() -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => futures::future::pending::<()>().await,
+        }
+    })
+}

@@ -1,0 +1,162 @@
+//! The libp2p side: one behaviour composing connection limits, identify,
+//! Kademlia, gossipsub (offers) and two request-response protocols
+//! (negotiation, offer-book sync) with a size-limited byte codec; the mapping
+//! between protocol keys and PeerIds; per-peer rate limits.
+
+mod codec;
+mod rate;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fulcrum_protocol::keys::{Identity, PublicKey};
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, TopicHash, ValidationMode};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{PeerId, StreamProtocol, connection_limits, identify, identity, kad, request_response};
+use sha2::{Digest, Sha256};
+
+pub use codec::BytesCodec;
+pub use rate::RateLimiter;
+
+/// Protocol of negotiation messages.
+pub const NEGOTIATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/negotiate/1");
+/// Protocol of offer-book sync.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/offer-sync/1");
+/// Kademlia protocol of Fulcrum federations (kept apart from public DHTs).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/kad/1");
+/// Largest negotiation message on the wire.
+pub const MAX_NEGOTIATION_BYTES: usize = 16 * 1024;
+/// Largest offer-sync page on the wire.
+pub const MAX_SYNC_BYTES: usize = 4 * 1024 * 1024;
+/// Largest gossip message (one signed offer).
+pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+
+/// The composed behaviour.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Connection limits.
+    pub limits: connection_limits::Behaviour,
+    /// Identify: addresses and protocols of peers.
+    pub identify: identify::Behaviour,
+    /// Discovery from bootstrap peers.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Offers and, later, checkpoints and revocations.
+    pub gossipsub: gossipsub::Behaviour,
+    /// Negotiation request-response.
+    pub negotiate: request_response::Behaviour<BytesCodec>,
+    /// Offer-book sync request-response.
+    pub sync: request_response::Behaviour<BytesCodec>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Behaviour")
+    }
+}
+
+/// The gossip topic of a federation's offers.
+pub fn offers_topic(federation: &str) -> IdentTopic {
+    IdentTopic::new(format!("fulcrum/{federation}/offers/1"))
+}
+
+/// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:
+/// every payload is already a signed envelope, so a second (gossipsub)
+/// signature would only double the verification work.
+pub fn behaviour(key: &identity::Keypair, max_peers: u32, offers: &TopicHash) -> Result<Behaviour, String> {
+    let peer_id = key.public().to_peer_id();
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Anonymous)
+        .validate_messages()
+        .message_id_fn(|m: &gossipsub::Message| MessageId::from(Sha256::digest(&m.data).to_vec()))
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        .heartbeat_interval(Duration::from_millis(700))
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config)?;
+    let (params, thresholds) = scoring(offers);
+    gossipsub.with_peer_score(params, thresholds)?;
+
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    kad_config.set_query_timeout(Duration::from_secs(30));
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+
+    let rr = |protocol, max_request, max_response| {
+        request_response::Behaviour::with_codec(
+            BytesCodec::new(max_request, max_response),
+            [(protocol, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(10))
+                .with_max_concurrent_streams(256),
+        )
+    };
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(max_peers))
+                .with_max_established_per_peer(Some(2))
+                .with_max_pending_incoming(Some(max_peers)),
+        ),
+        identify: identify::Behaviour::new(identify::Config::new("/fulcrum/1.0.0".into(), key.public())),
+        kad,
+        gossipsub,
+        negotiate: rr(NEGOTIATE_PROTOCOL, MAX_NEGOTIATION_BYTES, MAX_NEGOTIATION_BYTES),
+        sync: rr(SYNC_PROTOCOL, 1024, MAX_SYNC_BYTES),
+    })
+}
+
+/// Peer scoring tuned for a quiet mesh: offers are rare, so the default
+/// penalties for delivering few messages would graylist honest peers. What
+/// costs score here is sending invalid messages.
+fn scoring(offers: &TopicHash) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..gossipsub::TopicScoreParams::default()
+    };
+    let mut params = gossipsub::PeerScoreParams::default();
+    params.topics.insert(offers.clone(), topic);
+    // Local federations run many nodes on one address.
+    params.ip_colocation_factor_whitelist.insert(std::net::IpAddr::from([127, 0, 0, 1]));
+    params.ip_colocation_factor_whitelist.insert(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        ..gossipsub::PeerScoreThresholds::default()
+    };
+    (params, thresholds)
+}
+
+/// The libp2p keypair of a node identity (the same Ed25519 key).
+pub fn keypair(identity: &Identity) -> Result<identity::Keypair, String> {
+    identity::Keypair::ed25519_from_bytes(identity.to_secret_bytes()).map_err(|e| e.to_string())
+}
+
+/// Maps protocol keys to PeerIds, memoised (it is asked on every message).
+#[derive(Debug, Default)]
+pub struct PeerIds {
+    cache: HashMap<PublicKey, PeerId>,
+}
+
+impl PeerIds {
+    /// The PeerId of a key.
+    pub fn of(&mut self, key: &PublicKey) -> Option<PeerId> {
+        if let Some(p) = self.cache.get(key) {
+            return Some(*p);
+        }
+        let ed = identity::ed25519::PublicKey::try_from_bytes(&key.to_bytes()).ok()?;
+        let peer = identity::PublicKey::from(ed).to_peer_id();
+        if self.cache.len() > 100_000 {
+            self.cache.clear();
+        }
+        self.cache.insert(*key, peer);
+        Some(peer)
+    }
+}

@@ -1,0 +1,172 @@
+//! The sled database: indexes and derived state that make admin queries and
+//! restarts cheap: contracts by id with role and state, and the offer book
+//! received from peers (which is not in the log: only own offers are). All of
+//! it is derived; the contract index is rebuilt from the log whenever it is
+//! missing or behind, so sled's own flush is never a durability guarantee.
+
+use std::path::Path;
+
+use fulcrum_proto::v1 as wire;
+use fulcrum_protocol::contract::SignedContract;
+use fulcrum_protocol::ids::ContractId;
+use fulcrum_protocol::keys::PublicKey;
+use fulcrum_protocol::offer::OfferKey;
+use fulcrum_protocol::record::Record;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+/// Why the index failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// sled failed.
+    #[error("index database: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode.
+    #[error("index value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A contract as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractEntry {
+    /// Position of its record in the log.
+    pub log_index: u64,
+    /// True when this node is the provider.
+    pub provider: bool,
+    /// True once terminated early.
+    pub terminated: bool,
+    /// The contract's wire bytes (both signatures).
+    pub contract: Vec<u8>,
+}
+
+impl ContractEntry {
+    /// The verified contract.
+    pub fn signed(&self) -> Result<SignedContract, IndexError> {
+        let w = wire::SignedContract::decode(self.contract.as_slice()).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+        SignedContract::from_wire(w, &fulcrum_protocol::Limits::default(), true)
+            .map_err(|e| IndexError::Corrupt(e.to_string()))
+    }
+}
+
+/// The index database.
+#[derive(Debug, Clone)]
+pub struct Index {
+    db: sled::Db,
+    contracts: sled::Tree,
+    offers: sled::Tree,
+    meta: sled::Tree,
+}
+
+const APPLIED: &[u8] = b"applied";
+
+fn offer_key(key: &OfferKey) -> Vec<u8> {
+    let mut k = key.provider.to_bytes().to_vec();
+    k.extend_from_slice(key.offer_id.as_bytes());
+    k
+}
+
+impl Index {
+    /// Opens (or creates) the index with a bounded cache.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, IndexError> {
+        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
+        Ok(Index {
+            contracts: db.open_tree("contracts")?,
+            offers: db.open_tree("offers")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Number of log records already applied.
+    pub fn applied(&self) -> Result<u64, IndexError> {
+        Ok(match self.meta.get(APPLIED)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| IndexError::Corrupt("applied".into()))?),
+            None => 0,
+        })
+    }
+
+    /// Brings the contract index up to date with the log: applies what is
+    /// missing, or rebuilds from scratch when the index is ahead of the log
+    /// (a log restored from elsewhere). Returns how many records were applied.
+    pub fn catch_up(&self, records: &[Record], me: &PublicKey) -> Result<usize, IndexError> {
+        let mut applied = self.applied()? as usize;
+        if applied > records.len() {
+            self.contracts.clear()?;
+            applied = 0;
+        }
+        for (i, record) in records.iter().enumerate().skip(applied) {
+            self.apply(i as u64, record, me)?;
+        }
+        Ok(records.len() - applied)
+    }
+
+    /// Applies one durable log record at `log_index`.
+    pub fn apply(&self, log_index: u64, record: &Record, me: &PublicKey) -> Result<(), IndexError> {
+        match record {
+            Record::Contract { contract } => {
+                let entry = ContractEntry {
+                    log_index,
+                    provider: contract.terms().provider == *me,
+                    terminated: false,
+                    contract: contract.to_wire().encode_to_vec(),
+                };
+                let value = serde_json::to_vec(&entry).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+                self.contracts.insert(contract.id().0, value)?;
+            }
+            Record::Termination { contract_id, .. } => {
+                if let Some(mut entry) = self.contract(contract_id)? {
+                    entry.terminated = true;
+                    let value = serde_json::to_vec(&entry).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+                    self.contracts.insert(contract_id.0, value)?;
+                }
+            }
+            Record::Offer { .. } | Record::Pending { .. } | Record::Abandoned { .. } => {}
+        }
+        self.meta.insert(APPLIED, &(log_index + 1).to_be_bytes())?;
+        Ok(())
+    }
+
+    /// One contract.
+    pub fn contract(&self, id: &ContractId) -> Result<Option<ContractEntry>, IndexError> {
+        self.contracts
+            .get(id.0)?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| IndexError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Every contract, in id order.
+    pub fn contracts(&self) -> Result<Vec<(ContractId, ContractEntry)>, IndexError> {
+        self.contracts
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let id = ContractId::from_slice(&k).ok_or_else(|| IndexError::Corrupt("contract key".into()))?;
+                let entry = serde_json::from_slice(&v).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+                Ok((id, entry))
+            })
+            .collect()
+    }
+
+    /// Remembers a received offer (its envelope bytes).
+    pub fn put_offer(&self, key: &OfferKey, envelope: &[u8]) -> Result<(), IndexError> {
+        self.offers.insert(offer_key(key), envelope)?;
+        Ok(())
+    }
+
+    /// Forgets an offer.
+    pub fn remove_offer(&self, key: &OfferKey) -> Result<(), IndexError> {
+        self.offers.remove(offer_key(key))?;
+        Ok(())
+    }
+
+    /// Every remembered offer envelope.
+    pub fn offers(&self) -> Result<Vec<Vec<u8>>, IndexError> {
+        self.offers.iter().values().map(|v| Ok(v?.to_vec())).collect()
+    }
+
+    /// Asks sled to write its caches out (not a durability point).
+    pub fn flush(&self) -> Result<(), IndexError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

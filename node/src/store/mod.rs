@@ -1,0 +1,6 @@
+//! Storage. `log` is the agreement log, the source of truth and the commit
+//! point; `index` is the sled database of indexes and derived state, which
+//! can always be rebuilt from the log.
+
+pub mod index;
+pub mod log;
