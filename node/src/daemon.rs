@@ -885,7 +885,11 @@ impl Node {
             if now >= job.terms.deadline_ms {
                 break;
             }
-            match self.consumer.start(now, &mut self.rng, &offer, job.terms) {
+            // Each candidate gets a slice of the deadline, so one provider that
+            // never answers cannot use up the whole placement.
+            let attempt_ms = (self.limits.reply_timeout_ms * 3).max(1_000);
+            let terms = PlaceTerms { deadline_ms: job.terms.deadline_ms.min(now + attempt_ms), ..job.terms };
+            match self.consumer.start(now, &mut self.rng, &offer, terms) {
                 Ok((id, step)) => {
                     debug!(offer = %offer.key(), negotiation = %id, "proposing");
                     job.tried.push(format!("{}", offer.key()));

@@ -337,6 +337,12 @@ impl CliError {
 
 fn status_line(status: &tonic::Status) -> String {
     let message = status.message().trim();
+    // A status the client made from a transport failure carries its cause;
+    // one the daemon sent does not.
+    if let Some(cause) = std::error::Error::source(status) {
+        let detail = if message.is_empty() { client::error_chain(cause) } else { message.to_owned() };
+        return format!("lost the connection to the daemon: {detail} (did fulcrumd stop?)");
+    }
     match status.code() {
         tonic::Code::Unimplemented => {
             format!("the daemon does not support this request ({message}); is fulcrumd older than fulcrumctl?")

@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -54,11 +54,12 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
-    /// A frame that is followed by more data is damaged: committed records
-    /// are corrupt, so the log is neither opened nor repaired.
+    /// A frame followed by more data is damaged: committed records may be
+    /// lost, so the log is neither opened nor repaired.
     #[error(
-        "agreement log {} is corrupt at byte {offset}: {reason}; this is damage to committed records, not a torn \
-         tail, so the file was left untouched: restore the log from a peer or a backup",
+        "agreement log {} is corrupt at byte {offset}: {reason}; a damaged frame with data after it is not a torn \
+         tail, and records after it may have been acknowledged to peers, so the file was left untouched: restore \
+         the log from a peer or a backup",
         .path.display()
     )]
     Corrupt {
@@ -565,14 +566,15 @@ struct Scan {
 /// header at the end of the file, a length that runs past it, or a damaged
 /// frame with nothing but zero bytes after it (nothing at all, usually; zeros
 /// when the file's new size reached the disk before its data did). A damaged
-/// frame followed by any other byte cannot be the unfinished end of a write:
-/// committed data is damaged, and cutting there would throw away records that
-/// were acknowledged to peers.
+/// frame followed by any other byte is taken as damage to committed data:
+/// cutting there could throw away records acknowledged to peers. (A power
+/// loss can also leave a hole inside the last, unacknowledged batch; refusing
+/// to open is then the safe mistake.)
 fn scan(file: &File, path: &Path) -> Result<Scan, LogError> {
     let read_error = io_error(path, "cannot read the log file");
     let file_len = file.metadata().map_err(io_error(path, "cannot stat the log file"))?.len();
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-    reader.seek(SeekFrom::Start(0)).map_err(&read_error)?;
+    reader.seek(SeekFrom::Start(0)).map_err(read_error)?;
     let mut records = Vec::new();
     let mut offset = 0u64;
     let torn = |records, good_end| Ok(Scan { records, good_end, file_len });
@@ -586,7 +588,7 @@ fn scan(file: &File, path: &Path) -> Result<Scan, LogError> {
             return torn(records, offset);
         }
         let mut header = [0u8; HEADER_BYTES];
-        reader.read_exact(&mut header).map_err(&read_error)?;
+        reader.read_exact(&mut header).map_err(read_error)?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let stored_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let body_start = offset + HEADER_BYTES as u64;
@@ -596,16 +598,20 @@ fn scan(file: &File, path: &Path) -> Result<Scan, LogError> {
             if zeros_to_end(&mut reader, body_start, file_len, path)? {
                 return torn(records, offset);
             }
-            let what = if len == 0 { "an empty record, which is never written".to_string() } else {
+            let what = if len == 0 {
+                "an empty record, which is never written".to_string()
+            } else {
                 format!("{len} bytes, more than the {MAX_RECORD_BYTES} a record may have")
             };
             return corrupt(offset, format!("the frame header claims {what}, and {after_header} bytes follow it"));
         }
         if u64::from(len) > after_header {
+            // Also what a damaged length field in one of the last frames
+            // looks like; nothing in the file tells the two apart.
             return torn(records, offset);
         }
         let mut payload = vec![0u8; len as usize];
-        reader.read_exact(&mut payload).map_err(&read_error)?;
+        reader.read_exact(&mut payload).map_err(read_error)?;
         let actual_crc = crc32c::crc32c(&payload);
         let end = body_start + u64::from(len);
         if actual_crc != stored_crc {
@@ -629,13 +635,13 @@ fn scan(file: &File, path: &Path) -> Result<Scan, LogError> {
 /// Whether the bytes from `from` to `file_len` are all zero (true if there
 /// are none). Leaves the reader anywhere.
 fn zeros_to_end(reader: &mut BufReader<&File>, from: u64, file_len: u64, path: &Path) -> Result<bool, LogError> {
-    let read_error = || io_error(path, "cannot read the log file");
-    reader.seek(SeekFrom::Start(from)).map_err(read_error())?;
+    let read_error = io_error(path, "cannot read the log file");
+    reader.seek(SeekFrom::Start(from)).map_err(read_error)?;
     let mut left = file_len - from;
     let mut chunk = vec![0u8; READ_BUFFER_BYTES];
     while left > 0 {
         let n = usize::try_from(left).map_or(chunk.len(), |left| left.min(chunk.len()));
-        reader.read_exact(&mut chunk[..n]).map_err(read_error())?;
+        reader.read_exact(&mut chunk[..n]).map_err(read_error)?;
         if chunk[..n].iter().any(|&b| b != 0) {
             return Ok(false);
         }
@@ -671,6 +677,428 @@ fn sync_dir(path: &Path) -> Result<(), LogError> {
 }
 
 /// Maps an I/O error to [`LogError::Io`], saying what was being done.
-fn io_error<'a>(path: &'a Path, doing: &'a str) -> impl Fn(io::Error) -> LogError + 'a {
+fn io_error<'a>(path: &'a Path, doing: &'a str) -> impl Fn(io::Error) -> LogError + Copy + 'a {
     move |e| LogError::Io { path: path.to_path_buf(), source: io::Error::new(e.kind(), format!("{doing}: {e}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::fs;
+
+    use proptest::prelude::*;
+    use tempfile::TempDir;
+
+    use super::*;
+
+    /// A distinct, non-empty payload of `len` bytes for record number `n`.
+    fn record(n: usize, len: usize) -> Vec<u8> {
+        format!("record {n};").bytes().cycle().take(len).collect()
+    }
+
+    fn tree_of(records: &[Vec<u8>]) -> MerkleTree {
+        let mut tree = MerkleTree::new();
+        for r in records {
+            tree.push(r);
+        }
+        tree
+    }
+
+    /// Byte offset of every frame's header, and the end of the last one.
+    fn frame_starts(records: &[Vec<u8>]) -> (Vec<u64>, u64) {
+        let mut starts = Vec::new();
+        let mut at = 0u64;
+        for r in records {
+            starts.push(at);
+            at += (HEADER_BYTES + r.len()) as u64;
+        }
+        (starts, at)
+    }
+
+    /// A log file holding `records`, written by the log itself.
+    fn log_with(records: &[Vec<u8>]) -> (TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agreements.log");
+        let (log, recovered) = AgreementLog::open(&path).unwrap();
+        assert!(recovered.records.is_empty());
+        assert_eq!(log.append_blocking(records.to_vec()).unwrap(), 0);
+        log.close();
+        (dir, path)
+    }
+
+    /// Opens, checks the log equals `expected` and its state matches, closes.
+    fn assert_reopens_as(path: &Path, expected: &[Vec<u8>], truncated: u64) {
+        let (log, recovered) = AgreementLog::open(path).unwrap();
+        assert_eq!(recovered.records, expected);
+        assert_eq!(recovered.truncated_bytes, truncated);
+        assert_eq!(log.len(), expected.len() as u64);
+        assert_eq!(log.root(), tree_of(expected).root());
+        assert_eq!(fs::metadata(path).unwrap().len(), frame_starts(expected).1);
+        log.close();
+    }
+
+    #[test]
+    fn append_then_reopen_returns_the_same_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agreements.log");
+        let (log, recovered) = AgreementLog::open(&path).unwrap();
+        assert!(recovered.records.is_empty() && recovered.truncated_bytes == 0);
+        assert!(log.is_empty());
+        assert_eq!(log.root(), MerkleTree::new().root());
+
+        let mut all = Vec::new();
+        for (call, sizes) in [vec![1], vec![600, 5, 70], vec![MAX_RECORD_BYTES], vec![33, 34]].into_iter().enumerate() {
+            let batch: Vec<_> = sizes.iter().enumerate().map(|(i, &len)| record(call * 10 + i, len)).collect();
+            assert_eq!(log.append_blocking(batch.clone()).unwrap(), all.len() as u64);
+            all.extend(batch);
+            assert_eq!(log.len(), all.len() as u64);
+            assert_eq!(log.root(), tree_of(&all).root());
+        }
+        assert_eq!(log.append_blocking(Vec::new()).unwrap(), all.len() as u64, "nothing to append");
+        let stats = log.stats();
+        assert_eq!(stats.records, all.len() as u64);
+        assert_eq!(stats.bytes, frame_starts(&all).1);
+        assert_eq!(stats.appends, 4);
+        assert_eq!(stats.batches, 4);
+        log.with_tree(|tree| assert_eq!(tree.leaf(2), Some(leaf_hash(&all[2]))));
+        log.close();
+
+        assert_reopens_as(&path, &all, 0);
+        assert_eq!(read_log(&path).unwrap(), (all, false));
+    }
+
+    #[test]
+    fn a_torn_tail_of_every_length_is_cut_and_the_log_goes_on() {
+        let records = vec![record(0, 300), record(1, 50), record(2, 60)];
+        let (_dir, path) = log_with(&records);
+        let full = fs::read(&path).unwrap();
+        let (starts, end) = frame_starts(&records);
+        let last_start = starts[2];
+        let next = record(9, 20);
+        for cut in last_start..=end {
+            fs::write(&path, &full[..cut as usize]).unwrap();
+            let keep = if cut == end { 3 } else { 2 };
+            let truncated = if cut == end { 0 } else { cut - last_start };
+
+            let (good, torn) = read_log(&path).unwrap();
+            assert_eq!((good.as_slice(), torn), (&records[..keep], truncated > 0), "cut at {cut}");
+            assert_eq!(fs::metadata(&path).unwrap().len(), cut, "read_log changed the file");
+
+            let (log, recovered) = AgreementLog::open(&path).unwrap();
+            assert_eq!(recovered.records, &records[..keep], "cut at {cut}");
+            assert_eq!(recovered.truncated_bytes, truncated, "cut at {cut}");
+            assert_eq!(fs::metadata(&path).unwrap().len(), frame_starts(&records[..keep]).1, "cut at {cut}");
+            assert_eq!(log.len(), keep as u64);
+            assert_eq!(log.root(), tree_of(&records[..keep]).root());
+            assert_eq!(log.append_blocking(vec![next.clone()]).unwrap(), keep as u64);
+            log.close();
+
+            let mut expected = records[..keep].to_vec();
+            expected.push(next.clone());
+            assert_reopens_as(&path, &expected, 0);
+        }
+    }
+
+    /// Damage at each place of a log of four frames: a bad frame followed by
+    /// nothing but zeros is a torn tail and is cut; followed by anything else
+    /// it is corruption, refused without touching the file.
+    #[test]
+    fn damage_is_a_torn_tail_only_at_the_end() {
+        let records: Vec<_> = (0..4).map(|i| record(i, 40 + i)).collect();
+        let (starts, end) = frame_starts(&records);
+        let payload = |i: usize| starts[i] + HEADER_BYTES as u64;
+        let len_field = |len: u32| len.to_le_bytes().to_vec();
+        enum Expect {
+            Torn { keep: usize, truncated: u64 },
+            Corrupt { offset: u64 },
+        }
+        let cases: Vec<(&str, u64, Vec<u8>, usize, Expect)> = vec![
+            // (what, offset, bytes written there, zero bytes appended, expected)
+            (
+                "changed byte in the last payload",
+                payload(3) + 5,
+                vec![b'X'],
+                0,
+                Expect::Torn { keep: 3, truncated: end - starts[3] },
+            ),
+            (
+                "changed byte in the last CRC",
+                starts[3] + 4,
+                vec![0xff],
+                0,
+                Expect::Torn { keep: 3, truncated: end - starts[3] },
+            ),
+            ("changed byte in a middle payload", payload(1) + 5, vec![b'X'], 0, Expect::Corrupt { offset: starts[1] }),
+            ("changed byte in the first payload", payload(0), vec![b'X'], 0, Expect::Corrupt { offset: 0 }),
+            ("changed byte in a middle CRC", starts[2] + 4, vec![0xff], 0, Expect::Corrupt { offset: starts[2] }),
+            (
+                "absurd length in the middle",
+                starts[1],
+                len_field(MAX_RECORD_BYTES as u32 + 1),
+                0,
+                Expect::Corrupt { offset: starts[1] },
+            ),
+            ("zero length in the middle", starts[1], len_field(0), 0, Expect::Corrupt { offset: starts[1] }),
+            ("zeroed middle frame", starts[1], vec![0; 8 + 41], 0, Expect::Corrupt { offset: starts[1] }),
+            ("zero-filled tail", end, Vec::new(), 5000, Expect::Torn { keep: 4, truncated: 5000 }),
+            ("zero-filled tail of 3 bytes", end, Vec::new(), 3, Expect::Torn { keep: 4, truncated: 3 }),
+            (
+                "last payload half zeroed, zeros after",
+                payload(3) + 20,
+                vec![0; 23],
+                4096,
+                Expect::Torn { keep: 3, truncated: end - starts[3] + 4096 },
+            ),
+            (
+                "a header after the last frame whose length runs past the end",
+                end,
+                [len_field(100), vec![7; 4 + 10]].concat(),
+                0,
+                Expect::Torn { keep: 4, truncated: 18 },
+            ),
+            // No crash leaves a header we never write followed by data.
+            ("garbage after the last frame", end, vec![7; 8 + 10], 0, Expect::Corrupt { offset: end }),
+        ];
+        for (what, at, bytes, zeros, expect) in cases {
+            let (_dir, path) = log_with(&records);
+            let mut damaged = fs::read(&path).unwrap();
+            damaged.resize(damaged.len() + zeros, 0);
+            let at = at as usize;
+            if damaged.len() < at + bytes.len() {
+                damaged.resize(at + bytes.len(), 0);
+            }
+            damaged[at..at + bytes.len()].copy_from_slice(&bytes);
+            fs::write(&path, &damaged).unwrap();
+            match expect {
+                Expect::Torn { keep, truncated } => {
+                    let (good, torn) = read_log(&path).unwrap();
+                    assert_eq!((good.as_slice(), torn), (&records[..keep], true), "{what}");
+                    assert_eq!(fs::read(&path).unwrap(), damaged, "{what}: read_log changed the file");
+                    assert_reopens_as(&path, &records[..keep], truncated);
+                }
+                Expect::Corrupt { offset } => {
+                    for result in [AgreementLog::open(&path).map(|_| ()), read_log(&path).map(|_| ())] {
+                        match result {
+                            Err(LogError::Corrupt { offset: got, path: p, .. }) => {
+                                assert_eq!((got, p.as_path()), (offset, path.as_path()), "{what}");
+                            }
+                            other => panic!("{what}: expected Corrupt, got {other:?}"),
+                        }
+                    }
+                    assert_eq!(fs::read(&path).unwrap(), damaged, "{what}: the file was modified");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_error_tells_the_operator_what_to_do() {
+        let records: Vec<_> = (0..3).map(|i| record(i, 30)).collect();
+        let (_dir, path) = log_with(&records);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[HEADER_BYTES + 3] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let message = AgreementLog::open(&path).unwrap_err().to_string();
+        assert!(message.contains(path.to_str().unwrap()), "{message}");
+        assert!(message.contains("at byte 0") && message.contains("restore the log from a peer or a backup"));
+    }
+
+    #[test]
+    fn oversized_and_empty_records_are_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agreements.log");
+        let (log, _) = AgreementLog::open(&path).unwrap();
+        log.append_blocking(vec![record(0, 10)]).unwrap();
+        let before = fs::read(&path).unwrap();
+        let too_large = vec![record(1, 10), vec![1; MAX_RECORD_BYTES + 1]];
+        match log.append_blocking(too_large) {
+            Err(LogError::TooLarge { len, max }) => assert_eq!((len, max), (MAX_RECORD_BYTES + 1, MAX_RECORD_BYTES)),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(matches!(log.append_blocking(vec![record(2, 10), Vec::new()]), Err(LogError::EmptyRecord)));
+        assert_eq!((log.len(), log.stats().appends), (1, 1));
+        assert_eq!(fs::read(&path).unwrap(), before);
+        log.close();
+        assert_reopens_as(&path, &[record(0, 10)], 0);
+    }
+
+    #[test]
+    fn a_second_open_is_refused_and_close_is_final() {
+        fn clone_send_sync<T: Clone + Send + Sync>() {}
+        clone_send_sync::<AgreementLog>();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agreements.log");
+        let (log, _) = AgreementLog::open(&path).unwrap();
+        assert!(matches!(AgreementLog::open(&path), Err(LogError::Locked { .. })));
+        let other = log.clone();
+        other.append_blocking(vec![record(0, 10)]).unwrap();
+        log.close();
+        log.close();
+        assert!(matches!(other.append_blocking(vec![record(1, 10)]), Err(LogError::Closed)));
+        assert_eq!(other.len(), 1, "a closed log still answers reads");
+        drop((log, other));
+        // Dropping the last handle also releases the file.
+        let (log, recovered) = AgreementLog::open(&path).unwrap();
+        assert_eq!(recovered.records.len(), 1);
+        drop(log);
+        assert!(AgreementLog::open(&path).is_ok());
+    }
+
+    #[test]
+    fn open_reports_an_unusable_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("agreements.log");
+        match AgreementLog::open(&missing) {
+            Err(e @ LogError::Io { .. }) => assert!(e.to_string().contains("no-such-dir"), "{e}"),
+            other => panic!("expected Io, got {other:?}"),
+        }
+        assert!(matches!(read_log(&missing), Err(LogError::Io { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_share_fsyncs_and_each_lands_once() {
+        const N: usize = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agreements.log");
+        let (log, _) = AgreementLog::open(&path).unwrap();
+        let tasks: Vec<_> = (0..N)
+            .map(|n| {
+                let log = log.clone();
+                tokio::spawn(async move { (n, log.append(vec![record(n, 100)]).await) })
+            })
+            .collect();
+        let mut at = vec![usize::MAX; N];
+        for task in tasks {
+            let (n, index) = task.await.unwrap();
+            at[index.unwrap() as usize] = n;
+        }
+        assert_eq!(at.iter().copied().collect::<HashSet<_>>().len(), N, "every index was given exactly once");
+        let stats = log.stats();
+        assert_eq!((stats.records, stats.appends), (N as u64, N as u64));
+        assert!(stats.batches < N as u64, "{N} appends took {} fsyncs: no group commit", stats.batches);
+        tokio::task::spawn_blocking(move || log.close()).await.unwrap();
+
+        let expected: Vec<_> = at.iter().map(|&n| record(n, 100)).collect();
+        assert_reopens_as(&path, &expected, 0);
+    }
+
+    /// A file whose fsync fails from the `fail_at`-th call on.
+    struct FailingFile {
+        syncs: usize,
+        fail_at: usize,
+        delay: Duration,
+    }
+
+    impl LogFile for FailingFile {
+        fn write_all(&mut self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn sync_data(&mut self) -> io::Result<()> {
+            self.syncs += 1;
+            thread::sleep(self.delay);
+            if self.syncs >= self.fail_at { Err(io::Error::from_raw_os_error(5)) } else { Ok(()) }
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_its_whole_batch_and_halts_the_log() {
+        let file = FailingFile { syncs: 0, fail_at: 2, delay: Duration::from_millis(30) };
+        let log = AgreementLog::start(PathBuf::from("/fake/agreements.log"), file, &[], 0).unwrap();
+        assert_eq!(log.append_blocking(vec![record(0, 10)]).unwrap(), 0);
+
+        // Several appenders in flight while the failing fsync runs: none may
+        // be told its record is durable.
+        let results: Vec<_> = thread::scope(|s| {
+            let handles: Vec<_> = (1..9)
+                .map(|n| {
+                    s.spawn({
+                        let log = &log;
+                        move || log.append_blocking(vec![record(n, 10)])
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for result in &results {
+            assert!(matches!(result, Err(LogError::Io { .. } | LogError::Halted { .. })), "{result:?}");
+        }
+        assert!(results.iter().any(|r| matches!(r, Err(LogError::Io { .. }))));
+        assert_eq!(log.len(), 1, "nothing from the failed batch is counted");
+        assert_eq!(log.root(), tree_of(&[record(0, 10)]).root());
+        match log.append_blocking(vec![record(20, 10)]) {
+            Err(e @ LogError::Halted { .. }) => assert!(e.to_string().contains("restart"), "{e}"),
+            other => panic!("expected Halted, got {other:?}"),
+        }
+        log.close();
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Append(Vec<usize>),
+        /// Close, then damage the last frame: cut the file `at` thousandths
+        /// of the way into it, or (`flip`) change a byte of its payload.
+        Crash {
+            at: u64,
+            flip: bool,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => proptest::collection::vec(1usize..300, 1..4).prop_map(Step::Append),
+            1 => (0u64..1000, any::<bool>()).prop_map(|(at, flip)| Step::Crash { at, flip }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// The log keeps exactly the records whose append returned, minus
+        /// the one whose frame a crash tore, and never anything else.
+        #[test]
+        fn crashes_lose_only_the_torn_frame(steps in proptest::collection::vec(step(), 1..10)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("agreements.log");
+            let (mut log, _) = AgreementLog::open(&path).unwrap();
+            let mut durable: Vec<Vec<u8>> = Vec::new();
+            let mut next = 0;
+            for step in steps {
+                match step {
+                    Step::Append(sizes) => {
+                        let batch: Vec<_> = sizes.iter().map(|&len| { next += 1; record(next, len) }).collect();
+                        prop_assert_eq!(log.append_blocking(batch.clone()).unwrap(), durable.len() as u64);
+                        durable.extend(batch);
+                    }
+                    Step::Crash { at, flip } => {
+                        log.close();
+                        let mut truncated = 0;
+                        if let Some(last) = durable.pop() {
+                            let start = frame_starts(&durable).1;
+                            let frame_len = (HEADER_BYTES + last.len()) as u64;
+                            let mut bytes = fs::read(&path).unwrap();
+                            if flip {
+                                bytes[(start + HEADER_BYTES as u64) as usize + at as usize % last.len()] ^= 0x20;
+                                truncated = frame_len;
+                            } else {
+                                let cut = start + at * frame_len / 1000;
+                                bytes.truncate(cut as usize);
+                                truncated = cut - start;
+                            }
+                            fs::write(&path, &bytes).unwrap();
+                        }
+                        let (reopened, recovered) = AgreementLog::open(&path).unwrap();
+                        prop_assert_eq!(&recovered.records, &durable);
+                        prop_assert_eq!(recovered.truncated_bytes, truncated);
+                        prop_assert_eq!(reopened.root(), tree_of(&durable).root());
+                        log = reopened;
+                    }
+                }
+            }
+            log.close();
+            let (_, recovered) = AgreementLog::open(&path).unwrap();
+            prop_assert_eq!(recovered.records, durable);
+        }
+    }
 }
