@@ -181,20 +181,10 @@ impl Node {
         let now = now_ms();
         let identity = Identity::from_secret_bytes(&secret);
         let me = identity.public();
-        let provider = Provider::restore(
-            Identity::from_secret_bytes(&secret),
-            &config.federation,
-            limits.clone(),
-            &records,
-            now,
-        );
-        let consumer = Consumer::restore(
-            Identity::from_secret_bytes(&secret),
-            &config.federation,
-            limits.clone(),
-            &records,
-            now,
-        );
+        let provider =
+            Provider::restore(Identity::from_secret_bytes(&secret), &config.federation, limits.clone(), &records, now);
+        let consumer =
+            Consumer::restore(Identity::from_secret_bytes(&secret), &config.federation, limits.clone(), &records, now);
         let caught_up = index.catch_up(&records, &me)?;
         if caught_up > 0 {
             info!(records = caught_up, "index caught up with the log");
@@ -220,7 +210,11 @@ impl Node {
         let topic_hash = topic.hash();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(libp2p::tcp::Config::default().nodelay(true), libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )?
             .with_quic()
             .with_behaviour(|key| {
                 net::behaviour(key, max_peers, &topic_hash).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
@@ -341,11 +335,7 @@ impl Node {
         let pending = Pending { records: persist, send, events, channel, gossip, reply };
         let log = self.log.clone();
         self.effects.push_back(Box::pin(async move {
-            let result = if encoded.is_empty() {
-                Ok(0)
-            } else {
-                log.append(encoded).await.map_err(|e| e.to_string())
-            };
+            let result = if encoded.is_empty() { Ok(0) } else { log.append(encoded).await.map_err(|e| e.to_string()) };
             (result, pending)
         }));
     }
@@ -417,10 +407,9 @@ impl Node {
             }
             Event::Placed { negotiation_id, contract_id } => {
                 if let Some(job) = self.places.remove(&negotiation_id) {
-                    let result = self.contract_view(&contract_id).map(|v| wire::PlaceResult {
-                        contracts: vec![v],
-                        explanation: String::new(),
-                    });
+                    let result = self
+                        .contract_view(&contract_id)
+                        .map(|v| wire::PlaceResult { contracts: vec![v], explanation: String::new() });
                     let _ = job.reply.send(result);
                 }
             }
@@ -458,23 +447,25 @@ impl Node {
                     self.request_sync(peer_id, Vec::new());
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                    self.rate.forget(&peer_id);
-                }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.connected.remove(&peer_id);
+                self.rate.forget(&peer_id);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received { peer_id, info, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
                 for addr in info.listen_addrs {
                     if is_dialable(&addr) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = self.swarm.dial(peer);
-                }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
+                if !self.swarm.is_connected(&peer) =>
+            {
+                let _ = self.swarm.dial(peer);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -534,7 +525,9 @@ impl Node {
                 }
                 MessageAcceptance::Accept
             }
-            Ok(Inserted::Duplicate) | Err(BookError::Stale { .. } | BookError::Expired { .. }) => MessageAcceptance::Ignore,
+            Ok(Inserted::Duplicate) | Err(BookError::Stale { .. } | BookError::Expired { .. }) => {
+                MessageAcceptance::Ignore
+            }
             Err(BookError::ProviderFull { .. } | BookError::BookFull { .. }) => MessageAcceptance::Ignore,
             Err(BookError::Equivocation { key, seq }) => {
                 warn!(offer = %key, seq, "provider signed two different offers with one seq");
@@ -546,7 +539,9 @@ impl Node {
     fn on_negotiate(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         use request_response::{Event as E, Message as M};
         match event {
-            E::Message { peer, message: M::Request { request, channel, .. }, .. } => self.on_request(peer, request, channel),
+            E::Message { peer, message: M::Request { request, channel, .. }, .. } => {
+                self.on_request(peer, request, channel)
+            }
             E::Message { peer, message: M::Response { response, .. }, .. } => {
                 let Some(envelope) = self.verified_from(peer, &response) else { return };
                 let step = self.consumer.handle(now_ms(), &mut self.rng, &envelope);
@@ -833,8 +828,11 @@ impl Node {
             let _ = tx.send(Err("--units must be at least 1".into()));
             return;
         }
-        let duration_ms = if req.duration_ms == 0 { 3_600_000 } else { req.duration_ms };
+        let duration_ms = if req.duration_ms == 0 { 720 * 3_600_000 } else { req.duration_ms };
         constraints.min_units = req.units;
+        for g in &min.gpus {
+            constraints.min_per_unit.gpus.insert(g.model.clone(), g.count);
+        }
         constraints.duration_ms = Some(duration_ms);
         constraints.min_sla_permille = req.min_sla_permille;
         let candidates: VecDeque<Offer> = self
@@ -850,7 +848,10 @@ impl Node {
             if parts.is_empty() {
                 parts.push("the offer book is empty (no peers yet?)".into());
             }
-            let _ = tx.send(Ok(wire::PlaceResult { contracts: vec![], explanation: format!("nothing fits: {}", parts.join("; ")) }));
+            let _ = tx.send(Ok(wire::PlaceResult {
+                contracts: vec![],
+                explanation: format!("nothing fits: {}", parts.join("; ")),
+            }));
             return;
         }
         if req.dry_run {
@@ -866,7 +867,10 @@ impl Node {
             return;
         }
         let max_price = req.max_unit_price.as_ref().map_or(u64::MAX, |p| p.micros);
-        let currency = candidates.front().map(|o| o.unit_price_per_hour.currency).unwrap_or(fulcrum_protocol::offer::Currency::EUR);
+        let currency = candidates
+            .front()
+            .map(|o| o.unit_price_per_hour.currency)
+            .unwrap_or(fulcrum_protocol::offer::Currency::EUR);
         let terms = PlaceTerms {
             units: req.units,
             min_units: req.units,
@@ -1001,7 +1005,6 @@ pub fn contract_view(
         log_index: entry.log_index,
     })
 }
-
 
 /// Pin-boxed shutdown signal: SIGTERM or SIGINT.
 pub fn shutdown_signal() -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {

@@ -656,7 +656,7 @@ async fn place_that_fits_nothing_fails_with_the_explanation() {
     let args = ["--socket", &socket, "place", "--units", "101", "--vcpu", "2", "--memory-mib", "4096"];
     let out = run_async(&args).await;
     let line = failure(&out, 1);
-    assert_eq!(line, "error: nothing placed: no offer has 101 units; DE: 3 offers, all too small");
+    assert_eq!(line, "error: no contract was made: no offer has 101 units; DE: 3 offers, all too small");
     assert!(out.stdout.is_empty());
 
     let mut json_args = args.to_vec();
@@ -666,6 +666,16 @@ async fn place_that_fits_nothing_fails_with_the_explanation() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["contracts"].as_array().map(Vec::len), Some(0));
     assert!(v["explanation"].as_str().unwrap().starts_with("no offer has 101 units"));
+
+    // A dry run only reports: the explanation is its answer, and it succeeds.
+    let mut dry_args = args.to_vec();
+    dry_args.push("--dry-run");
+    let out = run_async(&dry_args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout(&out),
+        "plan (dry run: nothing was negotiated)\nno offer has 101 units\nDE: 3 offers, all too small\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

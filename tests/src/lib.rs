@@ -60,6 +60,7 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 }
 
 /// One daemon process.
+#[derive(Debug)]
 pub struct Daemon {
     pub name: String,
     pub dir: PathBuf,
@@ -145,7 +146,8 @@ impl Daemon {
 
     /// Runs fulcrumctl --json and parses stdout, or returns stderr.
     pub fn ctl_json(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(fulcrumctl()).arg("--socket").arg(self.socket()).arg("--json").args(args).output().unwrap();
+        let out =
+            Command::new(fulcrumctl()).arg("--socket").arg(self.socket()).arg("--json").args(args).output().unwrap();
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
@@ -175,6 +177,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon's process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn is_running(&mut self) -> bool {

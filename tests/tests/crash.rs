@@ -115,9 +115,17 @@ fn provider_killed_mid_negotiation_never_oversells_or_loses_a_contract() {
     for (k, id) in &reported {
         let id = ContractId::from_hex(id).unwrap();
         assert!(provider_contracts.contains_key(&id), "reported contract {id} is not in the provider's log");
-        assert!(contracts_in(&consumers[*k].dir).0.contains_key(&id), "reported contract {id} is not in its consumer's log");
+        assert!(
+            contracts_in(&consumers[*k].dir).0.contains_key(&id),
+            "reported contract {id} is not in its consumer's log"
+        );
     }
-    assert!(settled.is_some(), "both sides never agreed: provider {} consumers {}", provider_contracts.len(), held_by_consumers.len());
+    assert!(
+        settled.is_some(),
+        "both sides never agreed: provider {} consumers {}",
+        provider_contracts.len(),
+        held_by_consumers.len()
+    );
 
     // The provider's log re-opens cleanly after all this.
     provider.spawn();

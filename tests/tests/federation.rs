@@ -89,7 +89,19 @@ fn a_placement_is_one_contract_in_both_logs_with_both_signatures() {
     assert!(wait_for(Duration::from_secs(20), || offer_ids(consumer).first().cloned()).is_some());
 
     let placed = consumer
-        .ctl_json(&["place", "--units", "4", "--vcpu", "8", "--memory-mib", "16384", "--country", "NL,DE", "--duration", "24h"])
+        .ctl_json(&[
+            "place",
+            "--units",
+            "4",
+            "--vcpu",
+            "8",
+            "--memory-mib",
+            "16384",
+            "--country",
+            "NL,DE",
+            "--duration",
+            "24h",
+        ])
         .unwrap_or_else(|e| panic!("place failed: {e}\n{}", consumer.log()));
     let made = list(&placed, "contracts");
     assert_eq!(made.len(), 1, "{placed}");
@@ -152,7 +164,8 @@ fn operator_errors_are_one_clear_line() {
     // A key readable by others is refused.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d.dir.join("node.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = std::process::Command::new(fulcrum_e2e::fulcrumd()).args(["run", "--data-dir"]).arg(&d.dir).output().unwrap();
+    let out =
+        std::process::Command::new(fulcrum_e2e::fulcrumd()).args(["run", "--data-dir"]).arg(&d.dir).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("readable by others") && err.lines().count() == 1, "{err}");
@@ -160,7 +173,8 @@ fn operator_errors_are_one_clear_line() {
 
     // A malformed config is refused with its location.
     std::fs::write(d.dir.join("node.toml"), "federation = \n").unwrap();
-    let out = std::process::Command::new(fulcrum_e2e::fulcrumd()).args(["run", "--data-dir"]).arg(&d.dir).output().unwrap();
+    let out =
+        std::process::Command::new(fulcrum_e2e::fulcrumd()).args(["run", "--data-dir"]).arg(&d.dir).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("malformed") && err.lines().count() == 1, "{err}");

@@ -16,7 +16,7 @@ use fulcrum_protocol::envelope::{Envelope, Kind};
 use fulcrum_protocol::ids::{NegotiationId, RequestId};
 use fulcrum_protocol::keys::{Identity, PublicKey};
 use fulcrum_protocol::messages::{Message, Propose, RejectCode};
-use fulcrum_protocol::offer::{Offer, Price};
+use fulcrum_protocol::offer::Price;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, request_response};
@@ -29,19 +29,16 @@ fn offers(d: &Daemon) -> Vec<(String, u64)> {
         Value::Array(a) => a,
         other => other.get("offers").and_then(Value::as_array).cloned().unwrap_or_default(),
     };
-    let mut out: Vec<(String, u64)> = arr
-        .iter()
-        .filter_map(|o| Some((o.get("offer_id")?.as_str()?.to_owned(), o.get("seq")?.as_u64()?)))
-        .collect();
+    let mut out: Vec<(String, u64)> =
+        arr.iter().filter_map(|o| Some((o.get("offer_id")?.as_str()?.to_owned(), o.get("seq")?.as_u64()?))).collect();
     out.sort();
     out
 }
 
 fn offer_wire(provider: &PublicKey, offer_id: &str, seq: u64, issued: u64, expires: u64) -> wire::Offer {
-    let mut o = fulcrum_node::offer_file::parse_offer_file(&std::fs::read_to_string(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/offers/de-general.toml"),
+    let mut o = fulcrum_node::offer_file::parse_offer_file(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/offers/de-general.toml")).unwrap(),
     )
-    .unwrap())
     .unwrap()
     .0;
     o.provider = provider.to_bytes().to_vec();
@@ -164,11 +161,9 @@ fn hostile_peer_is_rejected_not_forwarded_and_does_not_disturb_honest_nodes() {
         // Wait until A has the attacker in its mesh for the offers topic.
         let subscribed = att
             .pump(20, |ev| match ev {
-                SwarmEvent::Behaviour(net::BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. }))
-                    if *peer_id == a_peer =>
-                {
-                    Some(())
-                }
+                SwarmEvent::Behaviour(net::BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                    peer_id, ..
+                })) if *peer_id == a_peer => Some(()),
                 _ => None,
             })
             .await;
@@ -178,17 +173,26 @@ fn hostile_peer_is_rejected_not_forwarded_and_does_not_disturb_honest_nodes() {
         let me = att.identity.public();
         let now = now_ms();
         // A valid offer of the attacker's own, seq 5: the control, it must spread.
-        let valid = Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&me, "att-1", 5, now, now + 600_000));
+        let valid =
+            Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&me, "att-1", 5, now, now + 600_000));
         att.publish(valid.encode());
         // Replayed older seq of it.
-        let older = Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&me, "att-1", 3, now, now + 600_000));
+        let older =
+            Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&me, "att-1", 3, now, now + 600_000));
         // Forged: claims to be B's offer (higher seq), signed by the attacker.
-        let forged = Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&b_key, "b-offer", 9, now, now + 600_000));
+        let forged =
+            Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&b_key, "b-offer", 9, now, now + 600_000));
         // Bad signature.
-        let mut bad_sig = Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&me, "att-2", 1, now, now + 600_000)).to_wire();
+        let mut bad_sig =
+            Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&me, "att-2", 1, now, now + 600_000))
+                .to_wire();
         bad_sig.signature[7] ^= 1;
         // Expired.
-        let expired = Envelope::seal_message(&att.identity, Kind::Offer, &offer_wire(&me, "att-3", 1, now - 7_200_000, now - 3_600_000));
+        let expired = Envelope::seal_message(
+            &att.identity,
+            Kind::Offer,
+            &offer_wire(&me, "att-3", 1, now - 7_200_000, now - 3_600_000),
+        );
         // Oversized and garbage.
         let oversized = vec![0x0a; 64 * 1024];
         let garbage = b"\xff\xfe not an envelope at all".to_vec();
@@ -244,7 +248,9 @@ fn hostile_peer_is_rejected_not_forwarded_and_does_not_disturb_honest_nodes() {
             att.publish(vec![0xee, i, 0x01, 0x02]);
             let _ = att.swarm.behaviour_mut().negotiate.send_request(&a_peer, vec![i; 3]);
             if att
-                .pump(1, |ev| matches!(ev, SwarmEvent::ConnectionClosed { peer_id, .. } if *peer_id == a_peer).then_some(()))
+                .pump(1, |ev| {
+                    matches!(ev, SwarmEvent::ConnectionClosed { peer_id, .. } if *peer_id == a_peer).then_some(())
+                })
                 .await
                 .is_some()
             {

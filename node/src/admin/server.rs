@@ -56,14 +56,20 @@ impl Admin for AdminService {
         Ok(Response::new(self.ask(AdminCommand::Peers).await?))
     }
 
-    async fn publish_offer(&self, req: Request<wire::PublishOfferRequest>) -> Result<Response<wire::OfferView>, Status> {
+    async fn publish_offer(
+        &self,
+        req: Request<wire::PublishOfferRequest>,
+    ) -> Result<Response<wire::OfferView>, Status> {
         let req = req.into_inner();
         let offer = req.offer.ok_or_else(|| Status::invalid_argument("offer is missing"))?;
         let view = self.ask(|tx| AdminCommand::Publish(offer, req.ttl_ms, tx)).await?.map_err(failed)?;
         Ok(Response::new(view))
     }
 
-    async fn withdraw_offer(&self, req: Request<wire::WithdrawOfferRequest>) -> Result<Response<wire::OfferView>, Status> {
+    async fn withdraw_offer(
+        &self,
+        req: Request<wire::WithdrawOfferRequest>,
+    ) -> Result<Response<wire::OfferView>, Status> {
         let id = req.into_inner().offer_id;
         let view = self.ask(|tx| AdminCommand::Withdraw(id, tx)).await?.map_err(failed)?;
         Ok(Response::new(view))
@@ -81,7 +87,10 @@ impl Admin for AdminService {
         Ok(Response::new(result))
     }
 
-    async fn list_contracts(&self, req: Request<wire::ListContractsRequest>) -> Result<Response<wire::ContractList>, Status> {
+    async fn list_contracts(
+        &self,
+        req: Request<wire::ListContractsRequest>,
+    ) -> Result<Response<wire::ContractList>, Status> {
         let active_only = req.into_inner().active_only;
         let now = now_ms();
         let entries = self.handles.index.contracts().map_err(|e| Status::internal(e.to_string()))?;

@@ -34,7 +34,7 @@ enum Command {
         #[arg(long, env = "FULCRUM_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        overrides: Overrides,
+        overrides: Box<Overrides>,
     },
 }
 
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init { data_dir } => init(&data_dir),
-        Command::Run { config, overrides } => run(config, overrides),
+        Command::Run { config, overrides } => run(config, *overrides),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,7 +90,10 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
     let identity = config::load_key(&config.key_path())?;
     let (log, recovered) = AgreementLog::open(&config.log_path())?;
     if recovered.truncated_bytes > 0 {
-        tracing::warn!(bytes = recovered.truncated_bytes, "cut a torn tail from the agreement log (crash during a write)");
+        tracing::warn!(
+            bytes = recovered.truncated_bytes,
+            "cut a torn tail from the agreement log (crash during a write)"
+        );
     }
     let mut records = Vec::with_capacity(recovered.records.len());
     for (i, bytes) in recovered.records.iter().enumerate() {

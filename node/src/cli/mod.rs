@@ -129,7 +129,7 @@ pub struct ListOffersArgs {
     /// At least this many vCPUs per unit
     #[arg(long, value_name = "N")]
     pub min_vcpu: Option<u32>,
-    /// At least this much memory per unit
+    /// At least this much memory per unit, in MiB
     #[arg(long, value_name = "N")]
     pub min_memory_mib: Option<u64>,
 }
@@ -477,7 +477,8 @@ async fn place(socket: &std::path::Path, out: &Output, a: PlaceArgs) -> Result<(
         contracts: result.contracts.into_iter().map(ContractView::from).collect(),
         explanation: result.explanation,
     };
-    if view.contracts.is_empty() {
+    // A dry run only reports, so it succeeds whenever the daemon answered.
+    if view.contracts.is_empty() && !view.dry_run {
         // Scripts learn from the exit status that nothing was placed; --json
         // still gets the structured explanation on stdout.
         if out.json {
@@ -485,7 +486,7 @@ async fn place(socket: &std::path::Path, out: &Output, a: PlaceArgs) -> Result<(
         }
         let why = one_line(&view.explanation);
         let why = if why.is_empty() { "no offer fits the request".to_owned() } else { why };
-        return Err(CliError::Failed(format!("nothing placed: {why}")));
+        return Err(CliError::Failed(format!("no contract was made: {why}")));
     }
     out.show(&view, render::place)
 }

@@ -276,6 +276,12 @@ pub fn place(p: &PlaceView) -> String {
     if p.dry_run {
         out.push_str("plan (dry run: nothing was negotiated)\n");
     }
+    if p.contracts.is_empty() {
+        // Only a dry run gets here: its explanation is the whole answer.
+        let why = p.explanation.trim_end();
+        let _ = writeln!(out, "{}", if why.is_empty() { "no offer fits the request" } else { why });
+        return out;
+    }
     out.push_str(&contracts_table(&p.contracts));
     let _ = writeln!(out, "{}", totals(&p.contracts));
     if !p.explanation.is_empty() {

@@ -164,7 +164,8 @@ pub struct Overrides {
 impl NodeConfig {
     /// Parses a config file's text.
     pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Malformed { path: path.to_owned(), message: one_line(&e.to_string()) })
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Malformed { path: path.to_owned(), message: one_line(&e.to_string()) })
     }
 
     /// Loads `file` if given, else `<data_dir>/node.toml` if present, else
@@ -301,7 +302,8 @@ impl DataDirLock {
         let err = |source| ConfigError::DataDir { path: data_dir.to_owned(), source };
         fs::create_dir_all(data_dir).map_err(err)?;
         let path = data_dir.join("LOCK");
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+        let mut file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -367,8 +369,11 @@ mod tests {
 
     #[test]
     fn file_then_environment_then_flags() {
-        let mut c = NodeConfig::parse("federation = \"eu\"\nmax_peers = 10\nlisten = [\"/ip4/127.0.0.1/tcp/1\"]\n", Path::new("x"))
-            .unwrap();
+        let mut c = NodeConfig::parse(
+            "federation = \"eu\"\nmax_peers = 10\nlisten = [\"/ip4/127.0.0.1/tcp/1\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
         assert_eq!((c.federation.as_str(), c.max_peers), ("eu", 10));
         c.apply(&Overrides { max_peers: Some(3), listen: vec!["/ip4/127.0.0.1/tcp/2".into()], ..Overrides::default() });
         assert_eq!(c.max_peers, 3);

@@ -42,7 +42,8 @@ pub struct ContractEntry {
 impl ContractEntry {
     /// The verified contract.
     pub fn signed(&self) -> Result<SignedContract, IndexError> {
-        let w = wire::SignedContract::decode(self.contract.as_slice()).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+        let w =
+            wire::SignedContract::decode(self.contract.as_slice()).map_err(|e| IndexError::Corrupt(e.to_string()))?;
         SignedContract::from_wire(w, &fulcrum_protocol::Limits::default(), true)
             .map_err(|e| IndexError::Corrupt(e.to_string()))
     }
