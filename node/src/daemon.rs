@@ -987,18 +987,21 @@ pub fn contract_view(
     entry: &crate::store::index::ContractEntry,
     now: u64,
 ) -> Result<wire::ContractView, String> {
-    let signed = entry.signed().map_err(|e| e.to_string())?;
-    let body = wire::ContractBody::decode(signed.body()).map_err(|e| e.to_string())?;
+    // Every contract in the index was verified (both signatures) before its
+    // record became durable; a view only needs the body decoded, and checking
+    // two signatures again on every read showed up on the placement path.
+    let contract = wire::SignedContract::decode(entry.contract.as_slice()).map_err(|e| e.to_string())?;
+    let body = wire::ContractBody::decode(contract.body.as_slice()).map_err(|e| e.to_string())?;
     let state = if entry.terminated {
         wire::ContractState::Terminated
-    } else if signed.terms().end_ms <= now {
+    } else if body.end_ms <= now {
         wire::ContractState::Ended
     } else {
         wire::ContractState::Active
     };
     Ok(wire::ContractView {
         contract_id: id.to_vec(),
-        contract: Some(signed.to_wire()),
+        contract: Some(contract),
         body: Some(body),
         state: state as i32,
         role: if entry.provider { "provider" } else { "consumer" }.into(),

@@ -184,3 +184,23 @@ fn operator_errors_are_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: daemon not running"));
 }
+
+/// SIGTERM exits 0 even while an operator is watching the event stream.
+#[test]
+fn sigterm_with_a_watcher_attached_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(tmp.path(), "watched", &[]);
+    let mut watch = std::process::Command::new(fulcrum_e2e::fulcrumctl())
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["contracts", "watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.terminate(), Some(0), "daemon did not exit cleanly:\n{}", d.log());
+    assert!(!d.socket().exists(), "the admin socket is removed on exit");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

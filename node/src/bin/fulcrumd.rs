@@ -104,6 +104,7 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
     tracing::info!(records = records.len(), root = %hex::encode(log.root()), "agreement log opened");
     let index = Index::open(&config.index_path(), 64 << 20)?;
     let socket = config.socket_path();
+    let socket_path = socket.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (node, handles) = Node::start(Parts { config, secret: identity.to_secret_bytes(), log, records, index })?;
@@ -113,7 +114,13 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
         }));
         let result = node.run(shutdown_signal()).await;
         let _ = stop_admin.send(());
-        let _ = admin.await;
+        // Graceful shutdown waits for every open admin connection, and a
+        // `contracts watch` stream never ends by itself: give them a moment.
+        let abort = admin.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(2), admin).await.is_err() {
+            abort.abort();
+        }
+        let _ = std::fs::remove_file(&socket_path);
         result
     })
 }
