@@ -405,3 +405,23 @@ fn status_while_commit_is_delayed_does_not_abandon() {
     assert_eq!(World::contracts_in(&w.consumer_logs[0]), World::contracts_in(&w.provider_log));
     assert!(decode_log(&w.consumer_logs[0]).iter().all(|r| !matches!(r, Record::Abandoned { .. })));
 }
+
+/// Own offers are re-signed with a higher seq once half their life is gone;
+/// withdrawn offers are not brought back by re-announcement.
+#[test]
+fn reannounce_refreshes_live_offers_only() {
+    let mut p = Provider::new(identity(1), FEDERATION, Limits::default());
+    let ttl = HOUR_MS;
+    p.publish(offer_terms("a", "DE", 4, 1_000_000), T0, ttl).unwrap();
+    p.publish(offer_terms("b", "FR", 4, 1_000_000), T0, ttl).unwrap();
+    p.withdraw("b", T0 + 1, ttl).unwrap();
+    assert!(p.reannounce(T0 + ttl / 4, ttl).is_empty(), "nothing is due early");
+    let due = p.reannounce(T0 + ttl / 2 + 1, ttl);
+    assert_eq!(due.len(), 1);
+    let (signed, step) = &due[0];
+    assert_eq!((signed.offer().offer_id.as_str(), signed.offer().seq), ("a", 2));
+    assert_eq!(signed.offer().expires_at_ms, T0 + ttl / 2 + 1 + ttl);
+    assert!(matches!(step.persist.as_slice(), [Record::Offer { .. }]), "persisted before it is gossiped");
+    assert_eq!(p.usage("a").unwrap().capacity, 4);
+    assert_eq!(p.usage("b").unwrap().capacity, 0);
+}

@@ -40,9 +40,15 @@ pub fn fulcrumctl() -> PathBuf {
     bin_dir().join("fulcrumctl")
 }
 
-/// A free loopback TCP port (the OS picks; we release it for the daemon).
+/// A loopback port free for both TCP and UDP (the OS picks; we release it
+/// for the daemon).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `f` until it returns Some or `timeout` passes.
@@ -68,6 +74,8 @@ pub struct Daemon {
     pub peer_id: String,
     pub bootstrap: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Listen on QUIC instead of TCP.
+    pub quic: bool,
     child: Option<Child>,
 }
 
@@ -94,6 +102,7 @@ impl Daemon {
             peer_id,
             bootstrap: bootstrap.to_vec(),
             extra_env: env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            quic: env.iter().any(|(k, v)| *k == "QUIC" && *v == "1"),
             child: None,
         };
         d.spawn();
@@ -102,7 +111,15 @@ impl Daemon {
 
     /// The multiaddr peers use to reach this daemon.
     pub fn addr(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.peer_id)
+        format!("{}/p2p/{}", self.listen(), self.peer_id)
+    }
+
+    fn listen(&self) -> String {
+        if self.quic {
+            format!("/ip4/127.0.0.1/udp/{}/quic-v1", self.port)
+        } else {
+            format!("/ip4/127.0.0.1/tcp/{}", self.port)
+        }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -117,7 +134,7 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("--listen")
-            .arg(format!("/ip4/127.0.0.1/tcp/{}", self.port))
+            .arg(self.listen())
             .env("FULCRUM_LOG_LEVEL", "info")
             .env("FULCRUM_HOLD_TTL", "5s")
             .env("FULCRUM_REPLY_TIMEOUT", "1s")
@@ -127,7 +144,7 @@ impl Daemon {
         for b in &self.bootstrap {
             cmd.arg("--bootstrap").arg(b);
         }
-        for (k, v) in &self.extra_env {
+        for (k, v) in self.extra_env.iter().filter(|(k, _)| k.starts_with("FULCRUM_")) {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());

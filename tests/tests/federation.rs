@@ -135,9 +135,13 @@ fn a_placement_is_one_contract_in_both_logs_with_both_signatures() {
     assert!(ended.is_some(), "provider did not record the termination:\n{}", provider.log());
 
     // The contract survives a restart of both (rebuilt from the log).
+    // The consumer's index is deleted while it is down: it is rebuilt from the log.
     let mut nodes = nodes;
     for d in nodes.iter_mut().skip(1) {
         assert_eq!(d.terminate(), Some(0), "SIGTERM exits 0");
+        if d.name == "node2" {
+            std::fs::remove_dir_all(d.dir.join("index")).unwrap();
+        }
         d.spawn();
     }
     let again = nodes[2].ctl_json(&["contracts", "show", &id]).unwrap();
@@ -203,4 +207,23 @@ fn sigterm_with_a_watcher_attached_exits_cleanly() {
     assert!(!d.socket().exists(), "the admin socket is removed on exit");
     let _ = watch.kill();
     let _ = watch.wait();
+}
+
+/// The same over QUIC only: gossip, sync and a contract.
+#[test]
+fn quic_only_federation_trades() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quic = [("QUIC", "1")];
+    let a = Daemon::start_with(tmp.path(), "qa", &[], &quic);
+    let b = Daemon::start_with(tmp.path(), "qb", &[a.addr()], &quic);
+    let file = offer_file(tmp.path(), "quic-offer", "FI", 3, "0.30");
+    assert!(a.ctl(&["offers", "publish", file.to_str().unwrap()]).status.success());
+    assert!(
+        wait_for(Duration::from_secs(20), || (offer_ids(&b) == ["quic-offer"]).then_some(())).is_some(),
+        "{}",
+        b.log()
+    );
+    let placed = b.ctl_json(&["place", "--units", "3", "--vcpu", "8", "--memory-mib", "1024"]).unwrap();
+    assert_eq!(list(&placed, "contracts").len(), 1);
+    assert_eq!(contracts(&a).len(), 1);
 }

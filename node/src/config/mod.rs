@@ -438,3 +438,20 @@ mod tests {
         DataDirLock::acquire(dir.path()).unwrap();
     }
 }
+
+#[cfg(test)]
+mod example_config {
+    use super::*;
+
+    /// The example in configs/ and the file `fulcrumd init` writes both load.
+    #[test]
+    fn shipped_configs_are_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/node.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        NodeConfig::parse(&text, &path).unwrap().validate().unwrap();
+        let written = commented_config(Path::new("/tmp/x"));
+        let c = NodeConfig::parse(&written, Path::new("node.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.data_dir, Path::new("/tmp/x"));
+    }
+}
