@@ -31,6 +31,17 @@ impl AdminService {
         AdminService { handles }
     }
 
+    /// The admin view of one indexed contract.
+    fn view(&self, id: ContractId) -> Result<wire::ContractView, Status> {
+        let entry = self
+            .handles
+            .index
+            .contract(&id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no contract {id}")))?;
+        contract_view(id, &entry, now_ms()).map_err(Status::internal)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> AdminCommand) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
         self.handles.commands.send(make(tx)).await.map_err(|_| Status::unavailable("daemon is shutting down"))?;
@@ -106,13 +117,7 @@ impl Admin for AdminService {
 
     async fn show_contract(&self, req: Request<wire::ContractQuery>) -> Result<Response<wire::ContractView>, Status> {
         let id = contract_id(&req.into_inner().contract_id)?;
-        let entry = self
-            .handles
-            .index
-            .contract(&id)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("no contract {id}")))?;
-        Ok(Response::new(contract_view(id, &entry, now_ms()).map_err(Status::internal)?))
+        Ok(Response::new(self.view(id)?))
     }
 
     async fn terminate_contract(
@@ -123,13 +128,7 @@ impl Admin for AdminService {
         let id = contract_id(&req.contract_id)?;
         let reason = TerminationReason::try_from(req.reason).unwrap_or(TerminationReason::Unspecified);
         self.ask(|tx| AdminCommand::Terminate(id, reason, tx)).await?.map_err(failed)?;
-        let entry = self
-            .handles
-            .index
-            .contract(&id)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("no contract {id}")))?;
-        Ok(Response::new(contract_view(id, &entry, now_ms()).map_err(Status::internal)?))
+        Ok(Response::new(self.view(id)?))
     }
 
     type WatchContractsStream = Pin<Box<dyn Stream<Item = Result<wire::ContractEvent, Status>> + Send>>;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::offer_file::parse_duration_ms;
+
 pub use keyfile::{KeyFileError, create_key, load_key};
 
 /// Why the configuration could not be used.
@@ -222,7 +224,7 @@ impl NodeConfig {
             match parse_duration_ms(value) {
                 Ok(0) => return invalid(field, "must be more than zero".into()),
                 Ok(_) => {}
-                Err(e) => return invalid(field, e),
+                Err(e) => return invalid(field, e.to_string()),
             }
         }
         if !matches!(self.log_format.as_str(), "human" | "json") {
@@ -270,23 +272,6 @@ impl NodeConfig {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Parses "90s", "30m", "720h", "7d" or "250ms" into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m, 720h or 7d"))?;
-    let scale = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{s:?} has no unit (ms, s, m, h or d)")),
-    };
-    n.checked_mul(scale).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// An exclusive lock on the data dir, held for the life of the daemon. The
@@ -397,17 +382,6 @@ mod tests {
             let msg = err.expect_err(text).to_string();
             assert!(msg.contains(word), "{text:?} gave {msg:?}");
         }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_ms("250ms"), Ok(250));
-        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
-        assert_eq!(parse_duration_ms("720h"), Ok(720 * 3_600_000));
-        assert_eq!(parse_duration_ms("7d"), Ok(7 * 86_400_000));
-        assert!(parse_duration_ms("7").is_err());
-        assert!(parse_duration_ms("h").is_err());
-        assert!(parse_duration_ms("99999999999999999999d").is_err());
     }
 
     #[test]
