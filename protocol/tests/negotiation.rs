@@ -425,3 +425,85 @@ fn reannounce_refreshes_live_offers_only() {
     assert_eq!(p.usage("a").unwrap().capacity, 4);
     assert_eq!(p.usage("b").unwrap().capacity, 0);
 }
+
+fn propose_from(
+    consumer: &fulcrum_protocol::keys::Identity,
+    provider: PublicKey,
+    n: u8,
+    round: u32,
+    price: u64,
+) -> Envelope {
+    use fulcrum_protocol::ids::{NegotiationId, RequestId};
+    use fulcrum_protocol::messages::{Message, Propose};
+    Message::Propose(Propose {
+        request_id: RequestId([n; 16]),
+        negotiation_id: NegotiationId([n; 16]),
+        round,
+        consumer: consumer.public(),
+        provider,
+        offer_id: OFFER.into(),
+        offer_seq: 1,
+        units: 1,
+        max_unit_price: Price::eur(price),
+        start_ms: T0,
+        duration_ms: 2 * HOUR_MS,
+        expires_at_ms: T0 + 60_000,
+    })
+    .seal(consumer)
+}
+
+fn reject_code(step: &Step) -> Option<fulcrum_protocol::messages::RejectCode> {
+    match &step.send.first()?.message {
+        fulcrum_protocol::messages::Message::Reject(r) => Some(r.code),
+        _ => None,
+    }
+}
+
+/// One consumer cannot hold more than `max_holds_per_peer` at once, and the
+/// provider as a whole keeps at most `max_holds_total`.
+#[test]
+fn holds_are_bounded_per_consumer_and_in_total() {
+    use fulcrum_protocol::messages::RejectCode;
+    let limits = Limits { max_holds_per_peer: 3, max_holds_total: 5, ..Limits::default() };
+    let mut p = Provider::new(identity(1), FEDERATION, limits);
+    p.publish(offer_terms(OFFER, "DE", 100, 1_000_000), T0, HOUR_MS).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let greedy = identity(20);
+    for n in 0..3 {
+        let step = p.handle(T0, &mut rng, &propose_from(&greedy, p.public(), n, 0, 1_000_000));
+        assert_eq!(reject_code(&step), None, "hold {n} is granted");
+    }
+    let step = p.handle(T0, &mut rng, &propose_from(&greedy, p.public(), 3, 0, 1_000_000));
+    assert_eq!(reject_code(&step), Some(RejectCode::TooManyHolds));
+    let other = identity(21);
+    for n in 10..12 {
+        assert_eq!(reject_code(&p.handle(T0, &mut rng, &propose_from(&other, p.public(), n, 0, 1_000_000))), None);
+    }
+    let third = identity(22);
+    let step = p.handle(T0, &mut rng, &propose_from(&third, p.public(), 20, 0, 1_000_000));
+    assert_eq!(reject_code(&step), Some(RejectCode::TooManyHolds), "the total is bounded too");
+    assert_eq!(p.live_holds(), 5);
+    assert_eq!(p.usage(OFFER).unwrap().held, 5);
+}
+
+/// A price the consumer does not accept is countered at most
+/// `max_counter_rounds` times; after that the answer is a rejection, and a
+/// round past the limit is refused outright.
+#[test]
+fn counter_rounds_are_bounded() {
+    use fulcrum_protocol::messages::{Message, RejectCode};
+    let limits = Limits::default();
+    let mut p = Provider::new(identity(1), FEDERATION, limits.clone());
+    p.publish(offer_terms(OFFER, "DE", 10, 1_000_000), T0, HOUR_MS).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let c = identity(20);
+    for round in 0..limits.max_counter_rounds {
+        let step = p.handle(T0, &mut rng, &propose_from(&c, p.public(), 1, round, 500_000));
+        assert!(matches!(step.send[0].message, Message::Counter(_)), "round {round} is countered");
+    }
+    let last = p.handle(T0, &mut rng, &propose_from(&c, p.public(), 1, limits.max_counter_rounds, 500_000));
+    assert_eq!(reject_code(&last), Some(RejectCode::Price));
+    let beyond = p.handle(T0, &mut rng, &propose_from(&c, p.public(), 1, limits.max_counter_rounds + 1, 500_000));
+    assert_eq!(reject_code(&beyond), Some(RejectCode::TooManyRounds));
+    assert_eq!(p.live_holds(), 0);
+}
