@@ -88,11 +88,7 @@ impl PublicKey {
     /// Parses 32 bytes, rejecting invalid and weak (small-order) points.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let arr: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|_| KeyError::PublicKeyLength(bytes.len()))?;
-        let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::InvalidPublicKey)?;
-        if key.is_weak() {
-            return Err(KeyError::InvalidPublicKey);
-        }
-        Ok(Self(arr))
+        decompress(&arr).map(|_| Self(arr))
     }
 
     /// Parses the lower-case hex form printed by `Display`.
@@ -110,7 +106,7 @@ impl PublicKey {
     pub fn verifying_key(&self) -> VerifyingKey {
         // Every constructor validated these bytes, so this cannot fail; fall
         // back to a key that verifies nothing rather than panic.
-        VerifyingKey::from_bytes(&self.0).unwrap_or_default()
+        decompress(&self.0).unwrap_or_default()
     }
 
     /// Verifies a raw signature with `verify_strict` (rejects malleable and
@@ -119,7 +115,7 @@ impl PublicKey {
         let Ok(sig) = <[u8; SIGNATURE_LEN]>::try_from(signature) else {
             return false;
         };
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+        let Ok(key) = decompress(&self.0) else {
             return false;
         };
         key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
@@ -129,6 +125,33 @@ impl PublicKey {
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
     }
+}
+
+/// Most decompressed keys remembered; a federation has far fewer members.
+const KEY_MEMO_CAPACITY: usize = 8_192;
+
+/// Decompresses and validates a key, remembering the result: decompression
+/// (a field inversion) costs about a quarter of a signature check, and the
+/// same few peer keys are parsed and used on every message. The memo is a
+/// pure function's cache, bounded, and cleared when full.
+fn decompress(bytes: &[u8; PUBLIC_KEY_LEN]) -> Result<VerifyingKey, KeyError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static MEMO: OnceLock<Mutex<HashMap<[u8; PUBLIC_KEY_LEN], VerifyingKey>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(key) = memo.lock().unwrap_or_else(PoisonError::into_inner).get(bytes) {
+        return Ok(*key);
+    }
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
+    if key.is_weak() {
+        return Err(KeyError::InvalidPublicKey);
+    }
+    let mut memo = memo.lock().unwrap_or_else(PoisonError::into_inner);
+    if memo.len() >= KEY_MEMO_CAPACITY {
+        memo.clear();
+    }
+    memo.insert(*bytes, key);
+    Ok(key)
 }
 
 impl fmt::Display for PublicKey {
