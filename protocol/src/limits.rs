@@ -27,6 +27,8 @@ pub struct Limits {
     pub max_units: u32,
     /// Longest contract duration, in ms.
     pub max_duration_ms: u64,
+    /// Furthest in the future a contract may start, in ms.
+    pub max_start_lead_ms: u64,
     /// Most live holds a provider grants one consumer.
     pub max_holds_per_peer: usize,
     /// Most live holds a provider keeps in total.
@@ -57,6 +59,7 @@ impl Default for Limits {
             max_offer_ttl_ms: 24 * 3_600_000,
             max_units: 1_000_000,
             max_duration_ms: 10 * 365 * 24 * 3_600_000,
+            max_start_lead_ms: 90 * 24 * 3_600_000,
             max_holds_per_peer: 64,
             max_holds_total: 16_384,
             max_counter_rounds: 3,

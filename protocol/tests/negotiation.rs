@@ -507,3 +507,124 @@ fn counter_rounds_are_bounded() {
     assert_eq!(reject_code(&beyond), Some(RejectCode::TooManyRounds));
     assert_eq!(p.live_holds(), 0);
 }
+
+/// Drives one negotiation to the point where the consumer has sent its Commit.
+fn until_commit(p: &mut Provider, c: &mut Consumer, rng: &mut ChaCha8Rng) -> (Step, Envelope) {
+    let offer = p.own_offers().next().unwrap().offer().clone();
+    let terms = PlaceTerms {
+        units: 1,
+        min_units: 1,
+        max_unit_price: Price::eur(2_000_000),
+        start_ms: T0,
+        duration_ms: 2 * HOUR_MS,
+        deadline_ms: T0 + 20_000,
+    };
+    let (_, step) = c.start(T0, rng, &offer, terms).unwrap();
+    let hold = p.handle(T0, rng, &step.send[0].message.seal(c.identity()));
+    let hold_env = hold.send[0].message.seal(p.identity());
+    (c.handle(T0, rng, &hold_env), hold_env)
+}
+
+/// A provider that answers everything with "held" can neither make the
+/// consumer resend its Commit more than once per reply timeout nor grow the
+/// consumer's state.
+#[test]
+fn a_provider_that_keeps_saying_held_cannot_grow_consumer_state() {
+    use fulcrum_protocol::messages::{ContractState, Message, StatusResponse};
+    let limits = Limits::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut p = Provider::new(identity(1), FEDERATION, limits.clone());
+    p.publish(offer_terms(OFFER, "DE", 4, 1_000_000), T0, HOUR_MS).unwrap();
+    let mut c = Consumer::new(identity(20), FEDERATION, limits.clone());
+    let (commit, _) = until_commit(&mut p, &mut c, &mut rng);
+    let mut rids = vec![commit.send[0].message.request_id()];
+    let mut commits = 0;
+    let horizon = 60_000u64;
+    for now in (T0..T0 + horizon).step_by(10) {
+        for rid in std::mem::take(&mut rids) {
+            let held = Message::StatusResponse(StatusResponse {
+                request_id: rid,
+                state: ContractState::Held,
+                contract: None,
+                hold_until_ms: T0 + horizon,
+            })
+            .seal(p.identity());
+            let step = c.handle(now, &mut rng, &held);
+            commits += step.send.iter().filter(|o| matches!(o.message, Message::Commit(_))).count();
+            rids.extend(step.send.iter().map(|o| o.message.request_id()));
+        }
+        rids.extend(c.tick(now, &mut rng).send.iter().map(|o| o.message.request_id()));
+        assert!(c.tracked_requests() <= 4, "consumer state grew to {}", c.tracked_requests());
+    }
+    let bound = (horizon / limits.reply_timeout_ms) as usize + 1;
+    assert!(commits <= bound, "{commits} commits resent in {horizon} ms (bound {bound})");
+    assert_eq!(c.in_flight(), 1, "the negotiation still waits for a definitive answer");
+}
+
+/// A start far in the future, or one whose end overflows, is refused before
+/// any capacity is kept.
+#[test]
+fn far_future_and_overflowing_starts_are_refused() {
+    use fulcrum_protocol::ids::{NegotiationId, RequestId};
+    use fulcrum_protocol::messages::{Message, Propose, RejectCode};
+    let limits = Limits::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut p = Provider::new(identity(1), FEDERATION, limits.clone());
+    p.publish(offer_terms(OFFER, "DE", 4, 1_000_000), T0, HOUR_MS).unwrap();
+    let c = identity(20);
+    for (n, start, code) in
+        [(1u8, T0 + limits.max_start_lead_ms + 1, RejectCode::Policy), (2, u64::MAX - 10, RejectCode::Malformed)]
+    {
+        let env = Message::Propose(Propose {
+            request_id: RequestId([n; 16]),
+            negotiation_id: NegotiationId([n; 16]),
+            round: 0,
+            consumer: c.public(),
+            provider: p.public(),
+            offer_id: OFFER.into(),
+            offer_seq: 1,
+            units: 2,
+            max_unit_price: Price::eur(1_000_000),
+            start_ms: start,
+            duration_ms: 2 * HOUR_MS,
+            expires_at_ms: T0 + 60_000,
+        })
+        .seal(&c);
+        let step = p.handle(T0, &mut rng, &env);
+        assert_eq!(reject_code(&step), Some(code));
+        assert_eq!(p.usage(OFFER).unwrap().held, 0, "nothing stays held");
+    }
+}
+
+/// A draft for another site (or flavour) than the offer chosen is not signed;
+/// the hold is released at once.
+#[test]
+fn a_draft_for_another_site_is_refused_and_released() {
+    use fulcrum_protocol::contract::ContractTerms;
+    use fulcrum_protocol::messages::Message;
+    use fulcrum_protocol::negotiation::FailReason;
+    let limits = Limits::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut p = Provider::new(identity(1), FEDERATION, limits.clone());
+    p.publish(offer_terms(OFFER, "DE", 4, 1_000_000), T0, HOUR_MS).unwrap();
+    let mut c = Consumer::new(identity(20), FEDERATION, limits.clone());
+    let offer = p.own_offers().next().unwrap().offer().clone();
+    let terms = PlaceTerms {
+        units: 1,
+        min_units: 1,
+        max_unit_price: Price::eur(2_000_000),
+        start_ms: T0,
+        duration_ms: 2 * HOUR_MS,
+        deadline_ms: T0 + 20_000,
+    };
+    let (_, step) = c.start(T0, &mut rng, &offer, terms).unwrap();
+    let hold = p.handle(T0, &mut rng, &step.send[0].message.seal(c.identity()));
+    let Message::Hold(mut h) = hold.send[0].message.clone() else { panic!("expected a hold") };
+    let mut draft = ContractTerms::decode(&h.draft, &limits).unwrap();
+    draft.site.country = fulcrum_protocol::offer::Country::parse("RU").unwrap();
+    h.draft = draft.encode();
+    let step = c.handle(T0, &mut rng, &Message::Hold(h).seal(p.identity()));
+    assert!(step.persist.is_empty(), "nothing signed, nothing persisted");
+    assert!(matches!(step.send.as_slice(), [o] if matches!(o.message, Message::Release(_))));
+    assert!(step.events.iter().any(|e| matches!(e, Event::Failed { reason: FailReason::DraftMismatch(_), .. })));
+}

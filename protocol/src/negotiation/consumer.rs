@@ -18,7 +18,7 @@ use crate::messages::{
     Commit, ContractState, Counter, Hold, Message, Propose, Reject, RejectCode, Release, StatusRequest, StatusResponse,
     StatusTarget, Terminate, Terminated, TerminationReason,
 };
-use crate::offer::{Offer, Price};
+use crate::offer::{Flavour, Offer, Price, Site};
 use crate::record::Record;
 
 /// What the consumer wants from one offer.
@@ -87,20 +87,38 @@ pub enum FailReason {
 
 #[derive(Debug, Clone)]
 enum Phase {
-    Proposing { propose: Propose, sent_at_ms: u64 },
-    Committing { hold_id: HoldId, contract: Box<SignedContract>, sent_at_ms: u64 },
+    Proposing {
+        propose: Propose,
+        sent_at_ms: u64,
+    },
+    Committing {
+        hold_id: HoldId,
+        contract: Box<SignedContract>,
+        /// Last Commit or StatusRequest sent.
+        sent_at_ms: u64,
+        /// Last Commit sent: a provider saying "held" gets the Commit again
+        /// at most once per reply timeout.
+        commit_sent_ms: u64,
+        /// Status questions asked without an answer that settles it.
+        attempts: u32,
+    },
 }
+
+/// Request ids of one phase whose answers are still accepted; older ones are
+/// forgotten, so a negotiation's state stays bounded whatever a peer does.
+const MAX_CURRENT_REQUESTS: usize = 4;
 
 #[derive(Debug, Clone)]
 struct Negotiation {
     provider: PublicKey,
     terms: PlaceTerms,
     phase: Phase,
-    /// Every request id ever sent, for cleanup.
-    requests: Vec<RequestId>,
-    /// The request ids whose answers the current phase accepts. Answers to
-    /// older requests (a duplicate of an earlier proposal, say) are stale
-    /// and must not move the negotiation.
+    /// Where and what the chosen offer was: the draft must match it.
+    site: Site,
+    flavour: Flavour,
+    /// The request ids whose answers the current phase accepts (at most
+    /// [`MAX_CURRENT_REQUESTS`]). Answers to older requests (a duplicate of
+    /// an earlier proposal, say) are stale and must not move the negotiation.
     current: Vec<RequestId>,
 }
 
@@ -187,13 +205,16 @@ impl Consumer {
                 Negotiation {
                     provider: t.provider,
                     terms,
+                    site: t.site.clone(),
+                    flavour: t.flavour.clone(),
                     phase: Phase::Committing {
                         hold_id: t.hold_id,
                         contract: Box::new(contract),
                         // Due at once: ask for the outcome on the first tick.
                         sent_at_ms: 0,
+                        commit_sent_ms: 0,
+                        attempts: 0,
                     },
-                    requests: Vec::new(),
                     current: Vec::new(),
                 },
             );
@@ -234,7 +255,11 @@ impl Consumer {
         offer: &Offer,
         terms: PlaceTerms,
     ) -> Result<(NegotiationId, Step), ConsumerError> {
-        if self.negotiations.len() >= self.limits.max_negotiations {
+        // Only proposals count: a negotiation waiting for its commit's outcome
+        // cannot be dropped (both sides must reach the same answer) and must
+        // not block new placements while an unreachable provider is down.
+        let proposing = self.negotiations.values().filter(|n| matches!(n.phase, Phase::Proposing { .. })).count();
+        if proposing >= self.limits.max_negotiations {
             return Err(ConsumerError::TooManyNegotiations(self.limits.max_negotiations));
         }
         if offer.provider == self.public() {
@@ -275,7 +300,8 @@ impl Consumer {
             Negotiation {
                 provider: offer.provider,
                 terms,
-                requests: vec![propose.request_id],
+                site: offer.site.clone(),
+                flavour: offer.flavour.clone(),
                 current: vec![propose.request_id],
                 phase: Phase::Proposing { propose, sent_at_ms: now_ms },
             },
@@ -336,9 +362,9 @@ impl Consumer {
             return step;
         };
         let terms = self.negotiations[&id].terms;
-        let checked = ContractTerms::decode(&h.draft, &self.limits)
-            .map_err(|e| e.to_string())
-            .and_then(|draft| self.check_draft(&draft, &propose, &terms, h.hold_id).map(|()| draft));
+        let checked = ContractTerms::decode(&h.draft, &self.limits).map_err(|e| e.to_string()).and_then(|draft| {
+            self.check_draft(now_ms, &draft, &propose, &terms, &self.negotiations[&id], h.hold_id).map(|()| draft)
+        });
         let contract = checked.and_then(|_| {
             SignedContract::sign_as_consumer(&self.identity, h.draft.clone(), &self.limits).map_err(|e| e.to_string())
         });
@@ -353,8 +379,13 @@ impl Consumer {
         let request_id = RequestId::random(rng);
         self.track(id, request_id);
         if let Some(n) = self.negotiations.get_mut(&id) {
-            n.phase =
-                Phase::Committing { hold_id: h.hold_id, contract: Box::new(contract.clone()), sent_at_ms: now_ms };
+            n.phase = Phase::Committing {
+                hold_id: h.hold_id,
+                contract: Box::new(contract.clone()),
+                sent_at_ms: now_ms,
+                commit_sent_ms: now_ms,
+                attempts: 0,
+            };
         }
         Step {
             persist: vec![Record::Pending { contract: contract.clone() }],
@@ -366,8 +397,23 @@ impl Consumer {
         }
     }
 
-    fn check_draft(&self, d: &ContractTerms, p: &Propose, terms: &PlaceTerms, hold_id: HoldId) -> Result<(), String> {
-        let checks: [(bool, &str); 10] = [
+    fn check_draft(
+        &self,
+        now_ms: u64,
+        d: &ContractTerms,
+        p: &Propose,
+        terms: &PlaceTerms,
+        n: &Negotiation,
+        hold_id: HoldId,
+    ) -> Result<(), String> {
+        // The provider starts no earlier than asked and no later than its own
+        // now; a start further out would lock our money to a far future date.
+        let latest_start = p.start_ms.max(now_ms).saturating_add(self.limits.max_clock_skew_ms);
+        let checks: [(bool, &str); 14] = [
+            (d.site == n.site, "site"),
+            (d.flavour == n.flavour, "flavour"),
+            (d.offer_seq >= p.offer_seq, "offer seq"),
+            (d.start_ms <= latest_start, "start (too late)"),
             (d.federation == self.federation, "federation"),
             (d.consumer == self.public(), "consumer"),
             (d.provider == p.provider, "provider"),
@@ -468,7 +514,8 @@ impl Consumer {
         let Some(id) = self.negotiation_for(from, s.request_id) else {
             return Step::default();
         };
-        let Some(Phase::Committing { hold_id, contract, .. }) = self.negotiations.get(&id).map(|n| n.phase.clone())
+        let Some(Phase::Committing { hold_id, contract, commit_sent_ms, attempts, .. }) =
+            self.negotiations.get(&id).map(|n| n.phase.clone())
         else {
             return Step::default();
         };
@@ -479,11 +526,21 @@ impl Consumer {
                 self.accept_countersigned(from, c)
             }
             (ContractState::Held, _) => {
-                // The hold is alive and our Commit was lost: send it again.
+                // The hold is alive and our Commit was lost: send it again, at
+                // most once per reply timeout whatever the provider says.
+                if now_ms < commit_sent_ms.saturating_add(self.limits.reply_timeout_ms) {
+                    return Step::default();
+                }
                 let request_id = RequestId::random(rng);
                 self.track(id, request_id);
                 if let Some(n) = self.negotiations.get_mut(&id) {
-                    n.phase = Phase::Committing { hold_id, contract: contract.clone(), sent_at_ms: now_ms };
+                    n.phase = Phase::Committing {
+                        hold_id,
+                        contract: contract.clone(),
+                        sent_at_ms: now_ms,
+                        commit_sent_ms: now_ms,
+                        attempts,
+                    };
                 }
                 let mut step = Step::default();
                 step.send(from, Message::Commit(Commit { request_id, hold_id, contract: *contract }));
@@ -568,7 +625,7 @@ impl Consumer {
             .values()
             .map(|n| match &n.phase {
                 Phase::Proposing { sent_at_ms, .. } => (sent_at_ms + timeout).min(n.terms.deadline_ms),
-                Phase::Committing { sent_at_ms, .. } => sent_at_ms + timeout,
+                Phase::Committing { sent_at_ms, attempts, .. } => sent_at_ms + self.status_backoff(*attempts),
             })
             .min()
     }
@@ -593,7 +650,9 @@ impl Consumer {
                         n.phase = Phase::Proposing { propose, sent_at_ms: now_ms };
                     }
                 }
-                Phase::Committing { hold_id, contract, sent_at_ms } if now_ms >= sent_at_ms + timeout => {
+                Phase::Committing { hold_id, contract, sent_at_ms, commit_sent_ms, attempts }
+                    if now_ms >= sent_at_ms + self.status_backoff(attempts) =>
+                {
                     let request_id = RequestId::random(rng);
                     self.track(id, request_id);
                     // Ask by hold: "unknown" then means the hold is gone and
@@ -604,7 +663,13 @@ impl Consumer {
                         Message::StatusRequest(StatusRequest { request_id, target: StatusTarget::Hold(hold_id) }),
                     );
                     if let Some(n) = self.negotiations.get_mut(&id) {
-                        n.phase = Phase::Committing { hold_id, contract, sent_at_ms: now_ms };
+                        n.phase = Phase::Committing {
+                            hold_id,
+                            contract,
+                            sent_at_ms: now_ms,
+                            commit_sent_ms,
+                            attempts: attempts.saturating_add(1),
+                        };
                     }
                 }
                 _ => {}
@@ -613,29 +678,47 @@ impl Consumer {
         step
     }
 
-    /// Adds a request whose answer the current phase accepts.
+    /// How long to wait before asking a silent provider again: the reply
+    /// timeout for the first `max_status_attempts` questions, then doubling
+    /// up to 64 times that, so an unreachable provider costs little.
+    fn status_backoff(&self, attempts: u32) -> u64 {
+        let extra = attempts.saturating_sub(self.limits.max_status_attempts).min(6);
+        self.limits.reply_timeout_ms << extra
+    }
+
+    /// Adds a request whose answer the current phase accepts; the oldest is
+    /// forgotten beyond [`MAX_CURRENT_REQUESTS`].
     fn track(&mut self, id: NegotiationId, request_id: RequestId) {
+        let Some(n) = self.negotiations.get_mut(&id) else { return };
         self.by_request.insert(request_id, id);
-        if let Some(n) = self.negotiations.get_mut(&id) {
-            n.requests.push(request_id);
-            n.current.push(request_id);
+        n.current.push(request_id);
+        if n.current.len() > MAX_CURRENT_REQUESTS {
+            let old = n.current.remove(0);
+            self.by_request.remove(&old);
         }
     }
 
     /// Starts a new phase: answers to earlier requests become stale.
     fn enter_phase(&mut self, id: NegotiationId, request_id: RequestId) {
         if let Some(n) = self.negotiations.get_mut(&id) {
-            n.current.clear();
+            for old in n.current.drain(..) {
+                self.by_request.remove(&old);
+            }
         }
         self.track(id, request_id);
     }
 
     fn forget(&mut self, id: NegotiationId) {
         if let Some(n) = self.negotiations.remove(&id) {
-            for r in n.requests {
+            for r in n.current {
                 self.by_request.remove(&r);
             }
         }
+    }
+
+    /// Request ids this consumer still accepts answers for (bounded).
+    pub fn tracked_requests(&self) -> usize {
+        self.by_request.len()
     }
 
     fn fail(&mut self, id: NegotiationId, reason: FailReason) -> Step {

@@ -394,8 +394,18 @@ impl Provider {
             };
         }
         // Units are held from here on; every path below must keep or drop the hold.
-        let hold_id = HoldId::random(rng);
         let start_ms = p.start_ms.max(now_ms);
+        // A contract starting far in the future would lock units for years,
+        // and an end past u64 would never end.
+        let Some(end_ms) = start_ms.checked_add(p.duration_ms) else {
+            self.ledger.release(&offer.offer_id, p.units);
+            return reject(from, rid, RejectCode::Malformed, "contract end overflows");
+        };
+        if start_ms > now_ms.saturating_add(self.limits.max_start_lead_ms) {
+            self.ledger.release(&offer.offer_id, p.units);
+            return reject(from, rid, RejectCode::Policy, "start is too far in the future");
+        }
+        let hold_id = HoldId::random(rng);
         let hold_until_ms = now_ms.saturating_add(self.limits.hold_ttl_ms).min(p.expires_at_ms);
         let draft = ContractTerms {
             federation: self.federation.clone(),
@@ -410,7 +420,7 @@ impl Provider {
             units: p.units,
             unit_price_per_hour: price,
             start_ms,
-            end_ms: start_ms.saturating_add(p.duration_ms),
+            end_ms,
             created_at_ms: now_ms,
         }
         .encode();
