@@ -47,6 +47,10 @@ pub fn now_ms() -> u64 {
 const SYNC_PAGE: usize = 500;
 /// Invalid messages a peer may send before it is disconnected.
 const MAX_STRIKES: u32 = 16;
+/// Steps waiting for the disk before inbound requests are refused.
+const MAX_PENDING_EFFECTS: usize = 8_192;
+/// Sync pages pulled from one peer per connection (enough for a full book).
+const MAX_SYNC_PAGES: u32 = 2_100;
 
 /// A request from the admin API, answered on its oneshot.
 #[derive(Debug)]
@@ -134,6 +138,8 @@ pub struct Node {
     peer_ids: PeerIds,
     rate: RateLimiter,
     strikes: HashMap<PeerId, u32>,
+    /// Per peer, the last sync cursor and pages pulled in this connection.
+    syncing: HashMap<PeerId, (Vec<u8>, u32)>,
     effects: FuturesOrdered<Durable>,
     places: HashMap<NegotiationId, PlaceJob>,
     events: broadcast::Sender<ContractNotice>,
@@ -258,6 +264,7 @@ impl Node {
             rng: StdRng::from_entropy(),
             peer_ids: PeerIds::default(),
             strikes: HashMap::new(),
+            syncing: HashMap::new(),
             effects: FuturesOrdered::new(),
             places: HashMap::new(),
             events,
@@ -294,15 +301,26 @@ impl Node {
         }
         info!("shutting down: no new proposals; finishing in-flight commits");
         self.provider.stop_accepting();
-        let drain = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some((result, pending)) = self.effects.next().await {
-                if let Err(e) = self.complete(result, pending) {
-                    warn!(error = %e, "while draining");
+        // Keep the swarm running while draining, so the answers of the
+        // commits finished here actually leave, then give them a moment.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !self.effects.is_empty() {
+            tokio::select! {
+                Some((result, pending)) = self.effects.next() => {
+                    if let Err(e) = self.complete(result, pending) {
+                        warn!(error = %e, "while draining");
+                    }
+                }
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                () = tokio::time::sleep_until(deadline) => {
+                    warn!("in-flight effects did not finish in 20 s");
+                    break;
                 }
             }
-        });
-        if drain.await.is_err() {
-            warn!("in-flight effects did not finish in 20 s");
+        }
+        let flush = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(event) = tokio::time::timeout_at(flush, self.swarm.select_next_some()).await {
+            self.on_swarm(event);
         }
         self.log.close();
         self.index.flush()?;
@@ -325,16 +343,17 @@ impl Node {
         reply: Reply,
     ) {
         let Step { persist, send, events } = step;
-        let mut encoded = Vec::with_capacity(persist.len());
-        for r in &persist {
-            match r.to_cbor() {
-                Ok(b) => encoded.push(b),
-                Err(e) => warn!(error = %e, "cannot encode a record; dropping the step"),
-            }
-        }
+        let encoded: Result<Vec<Vec<u8>>, String> =
+            persist.iter().map(|r| r.to_cbor().map_err(|e| e.to_string())).collect();
         let pending = Pending { records: persist, send, events, channel, gossip, reply };
         let log = self.log.clone();
         self.effects.push_back(Box::pin(async move {
+            // A record that cannot be encoded cannot be made durable: nothing
+            // of this step may be acknowledged, so the node stops (fail-stop).
+            let encoded = match encoded {
+                Ok(e) => e,
+                Err(e) => return (Err(format!("cannot encode a log record: {e}")), pending),
+            };
             let result = if encoded.is_empty() { Ok(0) } else { log.append(encoded).await.map_err(|e| e.to_string()) };
             (result, pending)
         }));
@@ -450,6 +469,8 @@ impl Node {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
                 self.rate.forget(&peer_id);
+                self.strikes.remove(&peer_id);
+                self.syncing.remove(&peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received {
                 peer_id,
@@ -575,6 +596,12 @@ impl Node {
             self.refuse(channel, RejectCode::RateLimited, "rate limit exceeded; slow down");
             return;
         }
+        // Effects waiting for the disk are bounded: past that the node is
+        // overloaded (a stalled fsync, say) and says so instead of queueing.
+        if self.effects.len() >= MAX_PENDING_EFFECTS {
+            self.refuse(channel, RejectCode::RateLimited, "node is overloaded; retry later");
+            return;
+        }
         let Some(envelope) = self.verified_from(peer, &request) else {
             self.refuse(channel, RejectCode::Malformed, "malformed or misattributed message");
             return;
@@ -650,7 +677,19 @@ impl Node {
                 }
                 debug!(%peer, accepted, refused, "offer-book page synced");
                 if !resp.next_cursor.is_empty() {
+                    // A peer must walk its book forward and finish: a cursor
+                    // that does not advance, or endless pages, end the sync.
+                    let (last, pages) = self.syncing.entry(peer).or_insert((Vec::new(), 0));
+                    *pages += 1;
+                    if resp.next_cursor <= *last || *pages > MAX_SYNC_PAGES {
+                        self.syncing.remove(&peer);
+                        self.strike(peer, "offer sync that does not advance");
+                        return;
+                    }
+                    *last = resp.next_cursor.clone();
                     self.request_sync(peer, resp.next_cursor);
+                } else {
+                    self.syncing.remove(&peer);
                 }
             }
             E::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "offer sync failed"),
@@ -692,9 +731,14 @@ impl Node {
                 )));
             }
         }
-        let expired = self.book.expire(now);
-        if expired > 0 {
-            debug!(expired, "expired offers dropped");
+        let expired = self.book.expire_keys(now);
+        for key in &expired {
+            if let Err(e) = self.index.remove_offer(key) {
+                warn!(error = %e, "cannot prune an expired offer from the index");
+            }
+        }
+        if !expired.is_empty() {
+            debug!(expired = expired.len(), "expired offers dropped");
         }
     }
 
@@ -778,8 +822,8 @@ impl Node {
             connected_peers: self.connected.len() as u32,
             offers_known: self.book.live(now_ms()).count() as u64,
             offers_own: self.provider.own_offers().filter(|o| !o.offer().is_withdrawal()).count() as u64,
-            contracts_active: (self.provider.active_contracts().count() + self.consumer.active_contracts().count())
-                as u64,
+            // Counted from the index: only contracts that are durable.
+            contracts_active: self.index.active_contracts(now_ms()).unwrap_or(0) as u64,
             log_size: self.log.len(),
             log_root: self.log.root().to_vec(),
             uptime_ms: self.started.elapsed().as_millis() as u64,

@@ -153,12 +153,18 @@ impl OfferBook {
     /// Drops every entry (offers and tombstones) past its retention at
     /// `now_ms`; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
+        self.expire_keys(now_ms).len()
+    }
+
+    /// Like [`OfferBook::expire`], returning the keys dropped (to prune
+    /// copies of the book kept elsewhere).
+    pub fn expire_keys(&mut self, now_ms: u64) -> Vec<OfferKey> {
         let expired: Vec<OfferKey> =
             self.entries.iter().filter(|(_, e)| e.retain_until_ms <= now_ms).map(|(k, _)| k.clone()).collect();
         for key in &expired {
             self.remove(key);
         }
-        expired.len()
+        expired
     }
 
     /// Removes one offer, whatever its state (e.g. its provider was revoked).

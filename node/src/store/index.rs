@@ -93,6 +93,7 @@ impl Index {
         let mut applied = self.applied()? as usize;
         if applied > records.len() {
             self.contracts.clear()?;
+            self.meta.insert(APPLIED, &0u64.to_be_bytes())?;
             applied = 0;
         }
         for (i, record) in records.iter().enumerate().skip(applied) {
@@ -123,7 +124,11 @@ impl Index {
             }
             Record::Offer { .. } | Record::Pending { .. } | Record::Abandoned { .. } => {}
         }
-        self.meta.insert(APPLIED, &(log_index + 1).to_be_bytes())?;
+        // Only a contiguous run advances the mark: if an earlier record failed
+        // to apply, start-up catches up from it instead of skipping it.
+        if self.applied()? == log_index {
+            self.meta.insert(APPLIED, &(log_index + 1).to_be_bytes())?;
+        }
         Ok(())
     }
 
@@ -133,6 +138,21 @@ impl Index {
             .get(id.0)?
             .map(|v| serde_json::from_slice(&v).map_err(|e| IndexError::Corrupt(e.to_string())))
             .transpose()
+    }
+
+    /// Contracts active at `now_ms` (durable, not terminated, not ended).
+    pub fn active_contracts(&self, now_ms: u64) -> Result<usize, IndexError> {
+        let mut n = 0;
+        for (_, entry) in self.contracts()? {
+            let ended = wire::SignedContract::decode(entry.contract.as_slice())
+                .ok()
+                .and_then(|c| wire::ContractBody::decode(c.body.as_slice()).ok())
+                .is_none_or(|b| b.end_ms <= now_ms);
+            if !entry.terminated && !ended {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Every contract, in id order.
@@ -169,5 +189,44 @@ impl Index {
     pub fn flush(&self) -> Result<(), IndexError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulcrum_protocol::keys::Identity;
+    use fulcrum_protocol::offer::Offer;
+
+    fn offer_record(id: &Identity) -> Record {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/offers/de-general.toml"))
+            .expect("example offer");
+        let (mut w, _) = crate::offer_file::parse_offer_file(&text).expect("parses");
+        w.provider = id.public().to_bytes().to_vec();
+        w.federation = "dev".into();
+        w.seq = 1;
+        w.issued_at_ms = 1;
+        w.expires_at_ms = 2;
+        let offer = Offer::from_wire(w, &fulcrum_protocol::Limits::default()).expect("valid");
+        Record::Offer { envelope: offer.sign(id).envelope().clone() }
+    }
+
+    /// A record that failed to apply is not skipped: the mark stops before it
+    /// and start-up catches up from there.
+    #[test]
+    fn applied_mark_only_advances_over_a_contiguous_run() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let index = Index::open(&dir.path().join("index"), 1 << 20).expect("open");
+        let id = Identity::from_secret_bytes(&[3; 32]);
+        let records = vec![offer_record(&id), offer_record(&id), offer_record(&id)];
+        index.apply(0, &records[0], &id.public()).expect("apply");
+        // Record 1 "failed"; record 2 applies.
+        index.apply(2, &records[2], &id.public()).expect("apply");
+        assert_eq!(index.applied().expect("applied"), 1);
+        assert_eq!(index.catch_up(&records, &id.public()).expect("catch up"), 2);
+        assert_eq!(index.applied().expect("applied"), 3);
+        // An index ahead of the log (a log restored from elsewhere) is rebuilt.
+        assert_eq!(index.catch_up(&records[..1], &id.public()).expect("rebuild"), 1);
+        assert_eq!(index.applied().expect("applied"), 1);
     }
 }
