@@ -565,7 +565,13 @@ impl Node {
             }
             E::Message { peer, message: M::Response { response, .. }, .. } => {
                 let Some(envelope) = self.verified_from(peer, &response) else { return };
-                let step = self.consumer.handle(now_ms(), &mut self.rng, &envelope);
+                // Answers go to the consumer engine, except acknowledgements of
+                // terminations the provider engine sent.
+                let step = if envelope.kind() == Kind::Terminated && !self.consumer_owns(&envelope) {
+                    self.provider.handle(now_ms(), &mut self.rng, &envelope)
+                } else {
+                    self.consumer.handle(now_ms(), &mut self.rng, &envelope)
+                };
                 self.perform(step, None);
             }
             E::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "negotiation request failed; timers retry"),
@@ -607,17 +613,21 @@ impl Node {
             return;
         };
         // Terminate goes to whichever role this node has in the contract.
-        let to_consumer = envelope.kind() == Kind::Terminate
-            && match Message::open(&envelope, &self.limits) {
-                Ok(Message::Terminate(t)) => self.consumer.contract(&t.contract_id).is_some(),
-                _ => false,
-            };
-        let step = if to_consumer {
+        let step = if envelope.kind() == Kind::Terminate && self.consumer_owns(&envelope) {
             self.consumer.handle(now, &mut self.rng, &envelope)
         } else {
             self.provider.handle(now, &mut self.rng, &envelope)
         };
         self.perform(step, Some((peer, channel)));
+    }
+
+    /// True when a Terminate or Terminated names a contract this node bought.
+    fn consumer_owns(&self, envelope: &Envelope) -> bool {
+        match Message::open(envelope, &self.limits) {
+            Ok(Message::Terminate(t)) => self.consumer.contract(&t.contract_id).is_some(),
+            Ok(Message::Terminated(t)) => self.consumer.contract(&t.contract_id).is_some(),
+            _ => false,
+        }
     }
 
     fn refuse(&mut self, channel: ResponseChannel<Vec<u8>>, code: RejectCode, message: &str) {

@@ -628,3 +628,28 @@ fn a_draft_for_another_site_is_refused_and_released() {
     assert!(matches!(step.send.as_slice(), [o] if matches!(o.message, Message::Release(_))));
     assert!(step.events.iter().any(|e| matches!(e, Event::Failed { reason: FailReason::DraftMismatch(_), .. })));
 }
+
+/// A lost Terminate is sent again until the other side acknowledges it, also
+/// after the sender restarts; the receiver records the termination once.
+#[test]
+fn lost_terminations_are_retried_until_acknowledged() {
+    let mut w = World::new(17, 1, 4);
+    w.run(Op::Start { consumer: 0, units: 2, flexible: false });
+    w.settle();
+    assert_eq!(w.placed, 1);
+    w.run(Op::Terminate(0));
+    assert_eq!(w.net.len(), 1);
+    w.net.clear(); // the Terminate is lost
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 2, "the provider has not heard of it");
+    w.run(Op::CrashConsumer(0)); // and the consumer restarts before retrying
+    w.run(Op::Advance(w.limits.reply_timeout_ms));
+    assert_eq!(w.net.len(), 1, "the termination is sent again");
+    w.settle();
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 0, "the provider freed the units");
+    let terminations =
+        |log: &[Vec<u8>]| decode_log(log).iter().filter(|r| matches!(r, Record::Termination { .. })).count();
+    assert_eq!(terminations(&w.provider_log), 1);
+    assert_eq!(terminations(&w.consumer_logs[0]), 1);
+    w.run(Op::Advance(10 * w.limits.reply_timeout_ms));
+    assert!(w.net.is_empty(), "acknowledged: nothing more is sent");
+}

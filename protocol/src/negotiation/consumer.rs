@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use rand_core::RngCore;
 
+use super::outbox::TerminationOutbox;
 use super::{Event, Outgoing, Role, Step};
 use crate::contract::{ContractTerms, SignedContract};
 use crate::envelope::Envelope;
@@ -138,6 +139,7 @@ pub struct Consumer {
     negotiations: HashMap<NegotiationId, Negotiation>,
     by_request: HashMap<RequestId, NegotiationId>,
     contracts: HashMap<ContractId, (SignedContract, Lifecycle)>,
+    terminations: TerminationOutbox,
 }
 
 impl Consumer {
@@ -150,6 +152,7 @@ impl Consumer {
             negotiations: HashMap::new(),
             by_request: HashMap::new(),
             contracts: HashMap::new(),
+            terminations: TerminationOutbox::default(),
         }
     }
 
@@ -177,9 +180,14 @@ impl Consumer {
                     pending.remove(&contract.id());
                     c.contracts.insert(contract.id(), (contract.clone(), Lifecycle::Active));
                 }
-                Record::Termination { contract_id, .. } => {
-                    if let Some((_, state)) = c.contracts.get_mut(contract_id) {
+                Record::Termination { contract_id, envelope } => {
+                    if let Some((contract, state)) = c.contracts.get_mut(contract_id) {
                         *state = Lifecycle::Terminated;
+                        // Our own termination may never have reached the provider.
+                        if envelope.signer() == me {
+                            let t = contract.terms();
+                            c.terminations.restore(envelope, t.provider, t.end_ms, &c.limits);
+                        }
                     }
                 }
                 _ => {}
@@ -323,7 +331,11 @@ impl Consumer {
             Message::Countersigned(c) => self.accept_countersigned(from, c.contract),
             Message::StatusResponse(s) => self.on_status(now_ms, rng, from, s),
             Message::Terminate(t) => self.on_terminate(from, t, envelope),
-            Message::Released(_) | Message::Terminated(_) => Step::default(),
+            Message::Terminated(t) => {
+                self.terminations.acknowledged(&t.contract_id);
+                Step::default()
+            }
+            Message::Released(_) => Step::default(),
             Message::Propose(p) => reject_step(from, p.request_id, "a consumer does not accept proposals"),
             Message::Commit(c) => reject_step(from, c.request_id, "a consumer does not accept commits"),
             Message::Release(r) => reject_step(from, r.request_id, "a consumer holds nothing to release"),
@@ -602,7 +614,7 @@ impl Consumer {
             return None;
         }
         *state = Lifecycle::Terminated;
-        let provider = contract.terms().provider;
+        let (provider, end_ms) = (contract.terms().provider, contract.terms().end_ms);
         let message = Message::Terminate(Terminate {
             request_id: RequestId::random(rng),
             contract_id,
@@ -611,6 +623,7 @@ impl Consumer {
             sender: self.public(),
         });
         let envelope = message.seal(&self.identity);
+        self.terminations.sent(contract_id, provider, message.clone(), end_ms, now_ms);
         Some(Step {
             persist: vec![Record::Termination { contract_id, envelope }],
             send: vec![Outgoing { to: provider, message }],
@@ -675,6 +688,7 @@ impl Consumer {
                 _ => {}
             }
         }
+        step.send.extend(self.terminations.due(now_ms, &self.limits));
         step
     }
 

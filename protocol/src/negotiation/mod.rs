@@ -6,6 +6,7 @@
 //! before it is durable.
 
 mod consumer;
+mod outbox;
 mod provider;
 
 pub use consumer::{Consumer, ConsumerError, FailReason, PlaceTerms};

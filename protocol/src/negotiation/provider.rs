@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rand_core::RngCore;
 
+use super::outbox::TerminationOutbox;
 use super::{Event, HoldEnd, Role, Step};
 use crate::contract::{ContractTerms, SignedContract};
 use crate::envelope::Envelope;
@@ -59,6 +60,7 @@ pub struct Provider {
     holds_per_consumer: HashMap<PublicKey, usize>,
     contracts: HashMap<ContractId, Held>,
     contract_by_hold: HashMap<HoldId, ContractId>,
+    terminations: TerminationOutbox,
     accepting: bool,
 }
 
@@ -76,6 +78,7 @@ impl Provider {
             holds_per_consumer: HashMap::new(),
             contracts: HashMap::new(),
             contract_by_hold: HashMap::new(),
+            terminations: TerminationOutbox::default(),
             accepting: true,
         }
     }
@@ -107,8 +110,16 @@ impl Provider {
                     p.ledger.restore_committed(&contract.terms().offer_id, contract.terms().units);
                     p.contracts.insert(id, Held { contract: contract.clone(), state: Lifecycle::Active });
                 }
-                Record::Termination { contract_id, .. } => {
+                Record::Termination { contract_id, envelope } => {
                     p.finish(*contract_id, Lifecycle::Terminated);
+                    // Our own termination may never have reached the consumer.
+                    if envelope.signer() == me
+                        && let Some(held) = p.contracts.get(contract_id)
+                    {
+                        let t = held.contract.terms();
+                        let (to, end_ms) = (t.consumer, t.end_ms);
+                        p.terminations.restore(envelope, to, end_ms, &p.limits);
+                    }
                 }
                 _ => {}
             }
@@ -224,6 +235,7 @@ impl Provider {
             step.events.push(Event::HoldEnded { hold_id, how: HoldEnd::Expired });
         }
         step.events.extend(self.end_due_contracts(now_ms));
+        step.send.extend(self.terminations.due(now_ms, &self.limits));
         step
     }
 
@@ -282,7 +294,11 @@ impl Provider {
             Message::StatusRequest(s) => self.on_status(from, s),
             Message::Terminate(t) => self.on_terminate(from, t, envelope),
             // Answers to a Terminate this provider sent: nothing more to do.
-            Message::Terminated(_) | Message::Reject(_) => Step::default(),
+            Message::Terminated(t) => {
+                self.terminations.acknowledged(&t.contract_id);
+                Step::default()
+            }
+            Message::Reject(_) => Step::default(),
             other => {
                 reject(from, request_id, RejectCode::Malformed, format!("a provider does not accept {}", other.kind()))
             }
@@ -584,7 +600,8 @@ impl Provider {
         contract_id: ContractId,
         reason: TerminationReason,
     ) -> Option<Step> {
-        let consumer = self.contracts.get(&contract_id)?.contract.terms().consumer;
+        let terms = self.contracts.get(&contract_id)?.contract.terms();
+        let (consumer, end_ms) = (terms.consumer, terms.end_ms);
         if !self.finish(contract_id, Lifecycle::Terminated) {
             return None;
         }
@@ -596,11 +613,17 @@ impl Provider {
             sender: self.public(),
         });
         let envelope = message.seal(&self.identity);
+        self.terminations.sent(contract_id, consumer, message.clone(), end_ms, now_ms);
         Some(Step {
             persist: vec![Record::Termination { contract_id, envelope }],
             send: vec![super::Outgoing { to: consumer, message }],
             events: vec![Event::ContractTerminated { contract_id, reason, role: Role::Provider }],
         })
+    }
+
+    /// Own terminations the consumer has not acknowledged yet.
+    pub fn unacknowledged_terminations(&self) -> usize {
+        self.terminations.len()
     }
 }
 
