@@ -508,17 +508,22 @@ fn counter_rounds_are_bounded() {
     assert_eq!(p.live_holds(), 0);
 }
 
-/// Drives one negotiation to the point where the consumer has sent its Commit.
-fn until_commit(p: &mut Provider, c: &mut Consumer, rng: &mut ChaCha8Rng) -> (Step, Envelope) {
-    let offer = p.own_offers().next().unwrap().offer().clone();
-    let terms = PlaceTerms {
+/// One unit at up to 2 EUR per hour, for two hours from T0.
+fn one_unit_terms() -> PlaceTerms {
+    PlaceTerms {
         units: 1,
         min_units: 1,
         max_unit_price: Price::eur(2_000_000),
         start_ms: T0,
         duration_ms: 2 * HOUR_MS,
         deadline_ms: T0 + 20_000,
-    };
+    }
+}
+
+/// Drives one negotiation to the point where the consumer has sent its Commit.
+fn until_commit(p: &mut Provider, c: &mut Consumer, rng: &mut ChaCha8Rng) -> (Step, Envelope) {
+    let offer = p.own_offers().next().unwrap().offer().clone();
+    let terms = one_unit_terms();
     let (_, step) = c.start(T0, rng, &offer, terms).unwrap();
     let hold = p.handle(T0, rng, &step.send[0].message.seal(c.identity()));
     let hold_env = hold.send[0].message.seal(p.identity());
@@ -609,14 +614,7 @@ fn a_draft_for_another_site_is_refused_and_released() {
     p.publish(offer_terms(OFFER, "DE", 4, 1_000_000), T0, HOUR_MS).unwrap();
     let mut c = Consumer::new(identity(20), FEDERATION, limits.clone());
     let offer = p.own_offers().next().unwrap().offer().clone();
-    let terms = PlaceTerms {
-        units: 1,
-        min_units: 1,
-        max_unit_price: Price::eur(2_000_000),
-        start_ms: T0,
-        duration_ms: 2 * HOUR_MS,
-        deadline_ms: T0 + 20_000,
-    };
+    let terms = one_unit_terms();
     let (_, step) = c.start(T0, &mut rng, &offer, terms).unwrap();
     let hold = p.handle(T0, &mut rng, &step.send[0].message.seal(c.identity()));
     let Message::Hold(mut h) = hold.send[0].message.clone() else { panic!("expected a hold") };
