@@ -651,3 +651,22 @@ fn lost_terminations_are_retried_until_acknowledged() {
     w.run(Op::Advance(10 * w.limits.reply_timeout_ms));
     assert!(w.net.is_empty(), "acknowledged: nothing more is sent");
 }
+
+/// `poll_timeout` names the next instant `tick` has work: a hold's end for the
+/// provider, a reply timeout for the consumer; nothing when idle.
+#[test]
+fn poll_timeout_names_the_next_due_instant() {
+    let limits = Limits::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut p = Provider::new(identity(1), FEDERATION, limits.clone());
+    p.publish(offer_terms(OFFER, "DE", 4, 1_000_000), T0, HOUR_MS).unwrap();
+    let mut c = Consumer::new(identity(20), FEDERATION, limits.clone());
+    assert_eq!((p.poll_timeout(), c.poll_timeout()), (None, None));
+    let offer = p.own_offers().next().unwrap().offer().clone();
+    let (_, step) = c.start(T0, &mut rng, &offer, one_unit_terms()).unwrap();
+    assert_eq!(c.poll_timeout(), Some(T0 + limits.reply_timeout_ms));
+    p.handle(T0, &mut rng, &step.send[0].message.seal(c.identity()));
+    assert_eq!(p.poll_timeout(), Some(T0 + limits.hold_ttl_ms));
+    assert!(p.tick(T0 + limits.hold_ttl_ms - 1).events.is_empty(), "nothing is due before");
+    assert!(!p.tick(T0 + limits.hold_ttl_ms).events.is_empty(), "the hold ends when due");
+}

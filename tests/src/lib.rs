@@ -200,10 +200,6 @@ impl Daemon {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
 }
 
 impl Drop for Daemon {

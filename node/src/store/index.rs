@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use fulcrum_proto::v1 as wire;
-use fulcrum_protocol::contract::SignedContract;
 use fulcrum_protocol::ids::ContractId;
 use fulcrum_protocol::keys::PublicKey;
 use fulcrum_protocol::offer::OfferKey;
@@ -37,16 +36,6 @@ pub struct ContractEntry {
     pub terminated: bool,
     /// The contract's wire bytes (both signatures).
     pub contract: Vec<u8>,
-}
-
-impl ContractEntry {
-    /// The verified contract.
-    pub fn signed(&self) -> Result<SignedContract, IndexError> {
-        let w =
-            wire::SignedContract::decode(self.contract.as_slice()).map_err(|e| IndexError::Corrupt(e.to_string()))?;
-        SignedContract::from_wire(w, &fulcrum_protocol::Limits::default(), true)
-            .map_err(|e| IndexError::Corrupt(e.to_string()))
-    }
 }
 
 /// The index database.

@@ -66,9 +66,4 @@ impl TerminationOutbox {
         }
         out
     }
-
-    /// Terminations not yet acknowledged.
-    pub(crate) fn len(&self) -> usize {
-        self.pending.len()
-    }
 }

@@ -198,19 +198,9 @@ impl Provider {
         self.ledger.usage(offer_id)
     }
 
-    /// Capacity usage of every own offer.
-    pub fn ledger(&self) -> &CapacityLedger {
-        &self.ledger
-    }
-
     /// Number of live holds.
     pub fn live_holds(&self) -> usize {
         self.holds.len()
-    }
-
-    /// Active contracts, with their ids.
-    pub fn active_contracts(&self) -> impl Iterator<Item = (&ContractId, &SignedContract)> {
-        self.contracts.iter().filter(|(_, h)| h.state == Lifecycle::Active).map(|(id, h)| (id, &h.contract))
     }
 
     /// Stops granting holds (shutdown); commits of live holds still complete.
@@ -619,11 +609,6 @@ impl Provider {
             send: vec![super::Outgoing { to: consumer, message }],
             events: vec![Event::ContractTerminated { contract_id, reason, role: Role::Provider }],
         })
-    }
-
-    /// Own terminations the consumer has not acknowledged yet.
-    pub fn unacknowledged_terminations(&self) -> usize {
-        self.terminations.len()
     }
 }
 
