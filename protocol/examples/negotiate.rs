@@ -41,6 +41,7 @@ impl Party {
                 Record::Pending { .. } => "pending contract (consumer signature)",
                 Record::Abandoned { .. } => "abandoned",
                 Record::Termination { .. } => "termination",
+                Record::Evidence { .. } => "evidence",
             };
             println!("  {:<9} log #{:<2} {what}", self.name, self.records - 1);
         }

@@ -8,6 +8,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::keys::{Identity, PublicKey};
 use crate::merkle::Hash;
 
 /// The largest note, in bytes, that [`SignedCheckpoint::parse`] accepts and
@@ -110,6 +111,45 @@ pub enum CheckpointError {
     /// A signature line names the expected key but its signature is invalid.
     #[error("signature from the expected key does not verify")]
     BadSignature,
+    /// The origin is not `fulcrum/<federation>/<node key>` for this federation.
+    #[error("checkpoint origin is not the agreement log of a node of this federation")]
+    ForeignOrigin,
+}
+
+/// The origin of a node's agreement log, also the key name its checkpoints
+/// are signed under: `fulcrum/<federation>/<node key in hex>`.
+pub fn node_origin(federation: &str, key: &PublicKey) -> String {
+    format!("fulcrum/{federation}/{key}")
+}
+
+/// Signs a checkpoint of this node's agreement log.
+pub fn sign_node_checkpoint(
+    identity: &Identity,
+    federation: &str,
+    size: u64,
+    root: Hash,
+) -> Result<SignedCheckpoint, CheckpointError> {
+    let origin = node_origin(federation, &identity.public());
+    Checkpoint { origin: origin.clone(), size, root, extensions: Vec::new() }.sign(&origin, identity.signing_key())
+}
+
+/// Parses a node's checkpoint note and checks that its origin names a node
+/// of `federation` and that this node signed it. Returns the node's key.
+pub fn verify_node_checkpoint(
+    note: &str,
+    federation: &str,
+) -> Result<(PublicKey, SignedCheckpoint), CheckpointError> {
+    let signed = SignedCheckpoint::parse(note)?;
+    let origin = &signed.checkpoint().origin;
+    let key = origin
+        .strip_prefix("fulcrum/")
+        .and_then(|rest| rest.strip_prefix(federation))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|hex| PublicKey::from_hex(hex).ok())
+        .filter(|key| *origin == node_origin(federation, key))
+        .ok_or(CheckpointError::ForeignOrigin)?;
+    signed.verify(origin, &key.verifying_key())?;
+    Ok((key, signed))
 }
 
 /// A transparency log checkpoint: the log's origin, a tree size and the

@@ -50,11 +50,17 @@ pub enum Kind {
     MemberCertificate,
     /// An authority's signature over a revocation body.
     Revocation,
+    /// A node's signed consistency proof between two sizes of its log.
+    ConsistencyProof,
+    /// A node's signed inclusion proof (or denial) of one record of its log.
+    InclusionProof,
+    /// Evidence that a node rewrote or denied its history, signed by the witness.
+    Evidence,
 }
 
 impl Kind {
     /// Every kind, for tests and tables.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Offer,
         Kind::Propose,
         Kind::Hold,
@@ -71,6 +77,9 @@ impl Kind {
         Kind::Contract,
         Kind::MemberCertificate,
         Kind::Revocation,
+        Kind::ConsistencyProof,
+        Kind::InclusionProof,
+        Kind::Evidence,
     ];
 
     /// The name that goes into the signed bytes.
@@ -92,6 +101,9 @@ impl Kind {
             Kind::Contract => "contract",
             Kind::MemberCertificate => "member-certificate",
             Kind::Revocation => "revocation",
+            Kind::ConsistencyProof => "consistency-proof",
+            Kind::InclusionProof => "inclusion-proof",
+            Kind::Evidence => "evidence",
         }
     }
 
@@ -109,6 +121,10 @@ impl Kind {
             Kind::Offer => 4 * 1024,
             Kind::Commit | Kind::Countersigned | Kind::StatusResponse => 8 * 1024,
             Kind::Hold | Kind::Contract | Kind::MemberCertificate | Kind::Revocation => 4 * 1024,
+            // A path of up to 64 hashes and a checkpoint note.
+            Kind::ConsistencyProof | Kind::InclusionProof => 16 * 1024,
+            // Two notes and a signed proof, or a contract and a signed answer.
+            Kind::Evidence => 48 * 1024,
             _ => 1024,
         }
     }

@@ -514,7 +514,13 @@ impl Message {
                     hold_until_ms: w.hold_until_ms,
                 })
             }
-            Kind::Offer | Kind::Contract | Kind::MemberCertificate | Kind::Revocation => {
+            Kind::Offer
+            | Kind::Contract
+            | Kind::MemberCertificate
+            | Kind::Revocation
+            | Kind::ConsistencyProof
+            | Kind::InclusionProof
+            | Kind::Evidence => {
                 return Err(MessageError::NotNegotiation(kind));
             }
         };

@@ -42,6 +42,13 @@ pub enum Record {
         /// The signed Terminate message.
         envelope: Envelope,
     },
+    /// Evidence that a node rewrote or denied its history: an envelope of
+    /// kind `evidence`, signed by the witness that found it (this node or
+    /// the peer that gossiped it).
+    Evidence {
+        /// The signed evidence.
+        envelope: Envelope,
+    },
 }
 
 /// Why a record could not be read.

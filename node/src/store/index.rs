@@ -111,7 +111,7 @@ impl Index {
                     self.contracts.insert(contract_id.0, value)?;
                 }
             }
-            Record::Offer { .. } | Record::Pending { .. } | Record::Abandoned { .. } => {}
+            Record::Offer { .. } | Record::Pending { .. } | Record::Abandoned { .. } | Record::Evidence { .. } => {}
         }
         // Only a contiguous run advances the mark: if an earlier record failed
         // to apply, start-up catches up from it instead of skipping it.
