@@ -5,13 +5,15 @@
 //! commit), then messages are sent and events reported. Steps queue behind
 //! each other, so no answer ever overtakes an earlier durability point.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fulcrum_proto::v1 as wire;
 use fulcrum_protocol::Limits;
 use fulcrum_protocol::book::{BookError, Inserted, OfferBook};
+use fulcrum_protocol::checkpoint::{SignedCheckpoint, sign_node_checkpoint, verify_node_checkpoint};
+use fulcrum_protocol::contract::SignedContract;
 use fulcrum_protocol::envelope::{Envelope, Kind};
 use fulcrum_protocol::ids::{ContractId, NegotiationId, RequestId};
 use fulcrum_protocol::keys::{Identity, PublicKey};
@@ -19,22 +21,25 @@ use fulcrum_protocol::matching::Constraints;
 use fulcrum_protocol::messages::{Message, Reject, RejectCode, TerminationReason};
 use fulcrum_protocol::negotiation::{Consumer, Event, FailReason, Outgoing, PlaceTerms, Provider, Step};
 use fulcrum_protocol::offer::{Offer, OfferKey, SignedOffer};
+use fulcrum_protocol::merkle::Hash;
 use fulcrum_protocol::record::Record;
+use fulcrum_protocol::witness::{self, Evidence, Inclusion, Outcome, SealedEvidence, Witness};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
-use libp2p::request_response::{self, ResponseChannel};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, kad};
 use prost::Message as _;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::net::{self, Behaviour, BehaviourEvent, PeerIds, RateLimiter};
+use crate::store::checkpoints::CheckpointFile;
 use crate::store::index::Index;
 use crate::store::log::AgreementLog;
 
@@ -51,6 +56,10 @@ const MAX_STRIKES: u32 = 16;
 const MAX_PENDING_EFFECTS: usize = 8_192;
 /// Sync pages pulled from one peer per connection (enough for a full book).
 const MAX_SYNC_PAGES: u32 = 2_100;
+/// Shared contracts asked about per audit round.
+const AUDIT_BATCH: usize = 64;
+/// Largest gossiped evidence envelope.
+const MAX_EVIDENCE_BYTES: usize = 48 * 1024;
 
 /// A request from the admin API, answered on its oneshot.
 #[derive(Debug)]
@@ -69,6 +78,31 @@ pub enum AdminCommand {
     Place(wire::PlaceRequest, oneshot::Sender<Result<wire::PlaceResult, String>>),
     /// Terminate a contract.
     Terminate(ContractId, TerminationReason, oneshot::Sender<Result<(), String>>),
+    /// Evidence held.
+    Evidence(oneshot::Sender<wire::EvidenceList>),
+    /// Ask the other party of a contract for its inclusion proof.
+    Prove(ContractId, oneshot::Sender<Result<wire::ProveResult, String>>),
+    /// Sign a checkpoint of everything durable and say what an export holds.
+    Export(oneshot::Sender<Result<ExportSnapshot, String>>),
+}
+
+/// What an export of the log holds: the first `records` records of the log
+/// and the first `checkpoints` notes of the checkpoints file, the last of
+/// which covers exactly those records.
+#[derive(Debug, Clone)]
+pub struct ExportSnapshot {
+    /// This node's key.
+    pub node_key: PublicKey,
+    /// The federation.
+    pub federation: String,
+    /// Records in the export.
+    pub records: u64,
+    /// Checkpoints in the export.
+    pub checkpoints: u64,
+    /// The agreement log file.
+    pub log_path: std::path::PathBuf,
+    /// The checkpoints file.
+    pub checkpoints_path: std::path::PathBuf,
 }
 
 /// A contract event for watchers of the admin event stream.
@@ -109,7 +143,15 @@ struct Pending {
     events: Vec<Event>,
     channel: Option<(PeerId, ResponseChannel<Vec<u8>>)>,
     gossip: Option<SignedOffer>,
+    /// Published on the audit topic once durable.
+    announce: Option<Vec<u8>>,
     reply: Reply,
+}
+
+/// A question asked on the proofs protocol.
+enum ProofAsk {
+    Consistency(PublicKey),
+    Inclusion { contract: Box<SignedContract>, reply: Option<oneshot::Sender<Result<wire::ProveResult, String>>> },
 }
 
 type Durable = BoxFuture<'static, (Result<u64, String>, Pending)>;
@@ -147,11 +189,118 @@ pub struct Node {
     connected: HashMap<PeerId, (Vec<Multiaddr>, u64)>,
     started: Instant,
     offer_ttl_ms: u64,
+    audit: Audit,
+}
+
+/// The node's side of verifiable logs: its own checkpoints, the witnessed
+/// checkpoints of others, shared contracts still to be proven, and evidence.
+struct Audit {
+    topic: IdentTopic,
+    witness: Witness,
+    own: Option<SignedCheckpoint>,
+    file: CheckpointFile,
+    /// Notes in `file`.
+    count: u64,
+    last_signed: Instant,
+    interval: Duration,
+    every: u64,
+    /// Leaf hash to log index of every contract record.
+    contract_leaves: HashMap<Hash, u64>,
+    /// Shared contracts not yet proven to be in the other party's log.
+    unproven: VecDeque<SignedContract>,
+    asks: HashMap<OutboundRequestId, ProofAsk>,
+    evidence: Vec<SealedEvidence>,
+    seen: HashSet<[u8; 32]>,
+    peer_keys: HashMap<PeerId, PublicKey>,
+    audit_every: Duration,
+    last_round: Instant,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Node({})", self.me.short())
+    }
+}
+
+impl Audit {
+    /// Own checkpoints from their file, witnessed ones from the index, and
+    /// contracts and evidence from the log.
+    fn restore(
+        config: &NodeConfig,
+        limits: &Limits,
+        me: PublicKey,
+        log: &AgreementLog,
+        records: &[Record],
+        index: &Index,
+    ) -> anyhow::Result<Audit> {
+        let path = config.checkpoints_path();
+        let (file, latest, count) =
+            CheckpointFile::open(&path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let own = latest.and_then(|note| match verify_node_checkpoint(&note, &config.federation) {
+            Ok((key, cp)) if key == me => Some(cp),
+            _ => None,
+        });
+        if let Some(cp) = &own {
+            let c = cp.checkpoint();
+            if log.with_tree(|t| t.root_at(c.size).ok()) != Some(c.root) {
+                error!(
+                    checkpoint_size = c.size,
+                    log_size = log.len(),
+                    "the agreement log does not extend the last checkpoint this node signed: its history was \
+                     rewritten or lost, and peers will hold evidence of it"
+                );
+            }
+        }
+        let mut witness = Witness::new(&config.federation, me);
+        for note in index.witnessed()? {
+            witness.restore(&note);
+        }
+        let mut contract_leaves = HashMap::new();
+        let mut unproven = VecDeque::new();
+        let mut evidence = Vec::new();
+        let mut seen = HashSet::new();
+        log.with_tree(|tree| {
+            for (i, record) in records.iter().enumerate() {
+                match record {
+                    Record::Contract { contract } => {
+                        if let Some(leaf) = tree.leaf(i as u64) {
+                            contract_leaves.insert(leaf, i as u64);
+                        }
+                        unproven.push_back(contract.clone());
+                    }
+                    Record::Evidence { envelope } => match Evidence::open(envelope, &config.federation, limits) {
+                        Ok(sealed) => {
+                            if seen.insert(sealed.evidence.digest()) {
+                                evidence.push(sealed);
+                            }
+                        }
+                        Err(e) => warn!(log_index = i, error = %e, "logged evidence no longer checks out"),
+                    },
+                    _ => {}
+                }
+            }
+        });
+        if !evidence.is_empty() {
+            warn!(count = evidence.len(), "holding evidence of rewritten history; see 'fulcrumctl audit evidence'");
+        }
+        Ok(Audit {
+            topic: net::audit_topic(&config.federation),
+            witness,
+            own,
+            file,
+            count,
+            last_signed: Instant::now(),
+            interval: Duration::from_millis(config.ms(&config.checkpoint_interval)),
+            every: config.checkpoint_records,
+            contract_leaves,
+            unproven,
+            asks: HashMap::new(),
+            evidence,
+            seen,
+            peer_keys: HashMap::new(),
+            audit_every: Duration::from_millis(config.ms(&config.audit_interval)),
+            last_round: Instant::now(),
+        })
     }
 }
 
@@ -182,6 +331,7 @@ impl Node {
         let limits = Limits {
             hold_ttl_ms: config.ms(&config.hold_ttl),
             reply_timeout_ms: config.ms(&config.reply_timeout),
+            missing_contract_grace_ms: config.ms(&config.audit_grace),
             ..Limits::default()
         };
         let now = now_ms();
@@ -209,11 +359,12 @@ impl Node {
             }
         }
         info!(own = provider.own_offers().count(), peers = restored, "offer book restored");
+        let audit = Audit::restore(&config, &limits, me, &log, &records, &index)?;
 
         let key = net::keypair(&identity).map_err(anyhow::Error::msg)?;
         let topic = net::offers_topic(&config.federation);
         let max_peers = config.max_peers;
-        let topic_hash = topic.hash();
+        let topic_hashes = [topic.hash(), audit.topic.hash()];
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
@@ -223,12 +374,13 @@ impl Node {
             )?
             .with_quic()
             .with_behaviour(|key| {
-                net::behaviour(key, max_peers, &topic_hash).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+                net::behaviour(key, max_peers, &topic_hashes).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .build();
         swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
+        swarm.behaviour_mut().gossipsub.subscribe(&audit.topic)?;
         for addr in &config.listen {
             swarm.listen_on(addr.parse()?)?;
         }
@@ -271,6 +423,7 @@ impl Node {
             commands,
             connected: HashMap::new(),
             started: Instant::now(),
+            audit,
         };
         info!(peer_id = %node.swarm.local_peer_id(), key = %me, federation = %node.config.federation, "fulcrumd started");
         Ok((node, handles))
@@ -335,6 +488,12 @@ impl Node {
         self.perform_with(step, channel, None, Reply::None);
     }
 
+    /// Queues records to be made durable, then published on the audit topic.
+    fn persist_and_announce(&mut self, records: Vec<Record>, announce: Option<Vec<u8>>) {
+        let step = Step { persist: records, ..Step::default() };
+        self.perform_full(step, None, None, announce, Reply::None);
+    }
+
     fn perform_with(
         &mut self,
         step: Step,
@@ -342,10 +501,21 @@ impl Node {
         gossip: Option<SignedOffer>,
         reply: Reply,
     ) {
+        self.perform_full(step, channel, gossip, None, reply);
+    }
+
+    fn perform_full(
+        &mut self,
+        step: Step,
+        channel: Option<(PeerId, ResponseChannel<Vec<u8>>)>,
+        gossip: Option<SignedOffer>,
+        announce: Option<Vec<u8>>,
+        reply: Reply,
+    ) {
         let Step { persist, send, events } = step;
         let encoded: Result<Vec<Vec<u8>>, String> =
             persist.iter().map(|r| r.to_cbor().map_err(|e| e.to_string())).collect();
-        let pending = Pending { records: persist, send, events, channel, gossip, reply };
+        let pending = Pending { records: persist, send, events, channel, gossip, announce, reply };
         let log = self.log.clone();
         self.effects.push_back(Box::pin(async move {
             // A record that cannot be encoded cannot be made durable: nothing
@@ -369,9 +539,21 @@ impl Node {
             }
         };
         for (i, record) in p.records.iter().enumerate() {
-            if let Err(e) = self.index.apply(first + i as u64, record, &self.me) {
+            let log_index = first + i as u64;
+            if let Err(e) = self.index.apply(log_index, record, &self.me) {
                 warn!(error = %e, "index update failed; it will be rebuilt from the log at start-up");
             }
+            if let Record::Contract { contract } = record {
+                if let Some(leaf) = self.log.with_tree(|t| t.leaf(log_index)) {
+                    self.audit.contract_leaves.insert(leaf, log_index);
+                }
+                self.audit.unproven.push_back(contract.clone());
+            }
+        }
+        if let Some(bytes) = p.announce
+            && let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.audit.topic.clone(), bytes)
+        {
+            debug!(error = %e, "evidence not gossiped now");
         }
         if let Some(signed) = p.gossip {
             let key = signed.offer().key();
@@ -468,6 +650,7 @@ impl Node {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
+                self.audit.peer_keys.remove(&peer_id);
                 self.rate.forget(&peer_id);
                 self.strikes.remove(&peer_id);
                 self.syncing.remove(&peer_id);
@@ -482,6 +665,16 @@ impl Node {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
+                // The peer's node key is its libp2p key: from now on its
+                // log is witnessed, starting with its latest checkpoint.
+                if info.public_key.to_peer_id() == peer_id
+                    && let Ok(ed) = info.public_key.clone().try_into_ed25519()
+                    && let Ok(key) = PublicKey::from_bytes(&ed.to_bytes())
+                {
+                    self.audit.peer_keys.insert(peer_id, key);
+                    let request = self.audit.witness.ask_latest(key, now_ms(), &mut self.rng);
+                    self.ask_proof(key, wire::proof_request::Request::Consistency(request), ProofAsk::Consistency(key));
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
                 if !self.swarm.is_connected(&peer) =>
@@ -493,7 +686,11 @@ impl Node {
                 message_id,
                 message,
             })) => {
-                let acceptance = self.on_gossip(&message.data);
+                let acceptance = if message.topic == self.audit.topic.hash() {
+                    self.on_audit_gossip(&message.data)
+                } else {
+                    self.on_gossip(&message.data)
+                };
                 if acceptance == MessageAcceptance::Reject {
                     self.strike(propagation_source, "invalid gossip");
                 }
@@ -505,6 +702,7 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Negotiate(event)) => self.on_negotiate(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Proofs(event)) => self.on_proofs(event),
             _ => {}
         }
     }
@@ -719,10 +917,19 @@ impl Node {
         if !step.is_empty() {
             self.perform(step, None);
         }
+        self.maybe_checkpoint(false);
     }
 
     fn on_slow_tick(&mut self) {
         let now = now_ms();
+        if let Err(e) = self.audit.file.sync() {
+            warn!(path = %self.audit.file.path().display(), error = %e, "cannot fsync the checkpoints file");
+        }
+        self.audit.witness.expire(now);
+        if self.audit.last_round.elapsed() >= self.audit.audit_every {
+            self.audit.last_round = Instant::now();
+            self.audit_round(now);
+        }
         for (signed, step) in self.provider.reannounce(now, self.offer_ttl_ms) {
             self.perform_with(step, None, Some(signed), Reply::None);
         }
@@ -752,6 +959,365 @@ impl Node {
         }
     }
 
+    // ---- verifiable log ------------------------------------------------
+
+    /// Signs a checkpoint of the durable log when it grew and one is due
+    /// (or always with `force`), keeps it and gossips it.
+    fn maybe_checkpoint(&mut self, force: bool) {
+        let (size, root) = self.log.with_tree(|t| (t.len(), t.root()));
+        let signed_size = self.audit.own.as_ref().map(|cp| cp.checkpoint().size);
+        if signed_size == Some(size) && self.audit.own.as_ref().is_some_and(|cp| cp.checkpoint().root == root) {
+            return;
+        }
+        let due = force
+            || signed_size.is_none()
+            || size.saturating_sub(signed_size.unwrap_or(0)) >= self.audit.every
+            || self.audit.last_signed.elapsed() >= self.audit.interval;
+        if !due {
+            return;
+        }
+        let cp = match sign_node_checkpoint(&self.identity, &self.config.federation, size, root) {
+            Ok(cp) => cp,
+            Err(e) => {
+                error!(error = %e, "cannot sign a checkpoint");
+                return;
+            }
+        };
+        let note = cp.to_note();
+        if let Err(e) = self.audit.file.append(&note) {
+            warn!(error = %e, "cannot store the checkpoint; it is still gossiped");
+        } else {
+            self.audit.count += 1;
+        }
+        debug!(size, "signed a checkpoint of the log");
+        self.audit.own = Some(cp);
+        self.audit.last_signed = Instant::now();
+        let bytes = wire::AuditGossip { item: Some(wire::audit_gossip::Item::Checkpoint(wire::Checkpoint { note })) }
+            .encode_to_vec();
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.audit.topic.clone(), bytes) {
+            debug!(error = %e, "checkpoint not gossiped now (peers ask for it when they connect)");
+        }
+    }
+
+    /// This node's checkpoint covering everything durable now.
+    fn current_checkpoint(&mut self) -> Option<SignedCheckpoint> {
+        self.maybe_checkpoint(self.audit.own.as_ref().map(|cp| cp.checkpoint().size) != Some(self.log.len()));
+        self.audit.own.clone()
+    }
+
+    /// Validates a checkpoint or a piece of evidence from the audit topic.
+    fn on_audit_gossip(&mut self, data: &[u8]) -> MessageAcceptance {
+        use wire::audit_gossip::Item;
+        let Some(item) = wire::AuditGossip::decode(data).ok().and_then(|g| g.item) else {
+            return MessageAcceptance::Reject;
+        };
+        let now = now_ms();
+        match item {
+            Item::Checkpoint(c) => match self.audit.witness.observe(&c.note, now, &mut self.rng) {
+                Ok(outcome) => {
+                    if let Some(outcome) = outcome {
+                        self.on_outcome(outcome);
+                    }
+                    MessageAcceptance::Accept
+                }
+                Err(e) => {
+                    debug!(error = %e, "rejected gossiped checkpoint");
+                    MessageAcceptance::Reject
+                }
+            },
+            Item::Evidence(w) => {
+                let opened = Envelope::from_wire(w)
+                    .map_err(|e| e.to_string())
+                    .and_then(|env| {
+                        if env.encode().len() > MAX_EVIDENCE_BYTES {
+                            return Err("evidence too large".into());
+                        }
+                        Evidence::open(&env, &self.config.federation, &self.limits).map_err(|e| e.to_string())
+                    });
+                match opened {
+                    Ok(sealed) => {
+                        if !self.audit.seen.insert(sealed.evidence.digest()) {
+                            return MessageAcceptance::Ignore;
+                        }
+                        warn!(
+                            accused = %sealed.accused,
+                            witness = %sealed.envelope.signer(),
+                            kind = sealed.evidence.kind_name(),
+                            "evidence from a peer: {}",
+                            sealed.evidence.describe()
+                        );
+                        self.persist_and_announce(vec![Record::Evidence { envelope: sealed.envelope.clone() }], None);
+                        self.audit.evidence.push(sealed);
+                        MessageAcceptance::Accept
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "rejected gossiped evidence");
+                        MessageAcceptance::Reject
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Advanced { node, checkpoint } => {
+                if let Err(e) = self.index.put_witnessed(&node, &checkpoint.to_note()) {
+                    warn!(error = %e, "cannot keep a witnessed checkpoint");
+                }
+            }
+            Outcome::Ask { node, request } => {
+                self.ask_proof(node, wire::proof_request::Request::Consistency(request), ProofAsk::Consistency(node));
+            }
+            Outcome::Evidence { node, evidence } => self.found_evidence(node, *evidence),
+        }
+    }
+
+    /// Keeps, logs and gossips evidence this node found.
+    fn found_evidence(&mut self, accused: PublicKey, evidence: Evidence) {
+        if !self.audit.seen.insert(evidence.digest()) {
+            return;
+        }
+        error!(
+            %accused,
+            kind = evidence.kind_name(),
+            "node rewrote or denied its history: {}",
+            evidence.describe()
+        );
+        let now = now_ms();
+        let envelope = evidence.seal(&self.identity, &accused, now);
+        let announce = wire::AuditGossip { item: Some(wire::audit_gossip::Item::Evidence(envelope.to_wire())) }
+            .encode_to_vec();
+        self.persist_and_announce(vec![Record::Evidence { envelope: envelope.clone() }], Some(announce));
+        self.audit.evidence.push(SealedEvidence { accused, observed_at_ms: now, evidence, envelope });
+    }
+
+    /// Sends a question to `node` if it is connected.
+    fn ask_proof(&mut self, node: PublicKey, request: wire::proof_request::Request, ask: ProofAsk) -> bool {
+        let Some(peer) = self.peer_ids.of(&node) else { return false };
+        if !self.swarm.is_connected(&peer) {
+            return false;
+        }
+        let bytes = wire::ProofRequest { request: Some(request) }.encode_to_vec();
+        let id = self.swarm.behaviour_mut().proofs.send_request(&peer, bytes);
+        self.audit.asks.insert(id, ask);
+        true
+    }
+
+    /// Asks the other parties of shared contracts to prove they keep them.
+    fn audit_round(&mut self, _now: u64) {
+        let mut asked = 0;
+        let mut later = VecDeque::new();
+        while asked < AUDIT_BATCH {
+            let Some(contract) = self.audit.unproven.pop_front() else { break };
+            let t = contract.terms();
+            let other = if t.provider == self.me { t.consumer } else { t.provider };
+            let request = witness::inclusion_request(&contract, RequestId::random(&mut self.rng));
+            let ask = ProofAsk::Inclusion { contract: Box::new(contract.clone()), reply: None };
+            if self.ask_proof(other, wire::proof_request::Request::Inclusion(request), ask) {
+                asked += 1;
+            } else {
+                later.push_back(contract);
+            }
+            if later.len() >= AUDIT_BATCH * 4 {
+                break;
+            }
+        }
+        // Contracts whose counterparty is away go to the back of the queue.
+        self.audit.unproven.extend(later);
+        if asked > 0 {
+            debug!(asked, left = self.audit.unproven.len(), "asked counterparties to prove shared contracts");
+        }
+    }
+
+    fn on_proofs(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message { peer, message: M::Request { request, channel, .. }, .. } => {
+                if !self.rate.allow(peer, now_ms()) {
+                    return;
+                }
+                let answer = match witness::decode_request(&request) {
+                    Ok(r) => self.answer_proof(r),
+                    Err(_) => {
+                        self.strike(peer, "malformed proof request");
+                        return;
+                    }
+                };
+                if let Some(envelope) = answer {
+                    let _ = self.swarm.behaviour_mut().proofs.send_response(channel, envelope.encode());
+                }
+            }
+            E::Message { peer, message: M::Response { request_id, response }, .. } => {
+                let Some(ask) = self.audit.asks.remove(&request_id) else { return };
+                let Some(envelope) = self.verified_from(peer, &response) else {
+                    if let ProofAsk::Inclusion { reply: Some(tx), .. } = ask {
+                        let _ = tx.send(Err("the counterparty sent an answer that does not verify".into()));
+                    }
+                    return;
+                };
+                self.on_proof_answer(peer, ask, &envelope);
+            }
+            E::OutboundFailure { request_id, peer, error, .. } => {
+                debug!(%peer, %error, "proof request failed");
+                match self.audit.asks.remove(&request_id) {
+                    Some(ProofAsk::Inclusion { contract, reply }) => {
+                        if let Some(tx) = reply {
+                            let _ = tx.send(Err(format!("the counterparty did not answer: {error}")));
+                        }
+                        self.audit.unproven.push_back(*contract);
+                    }
+                    Some(ProofAsk::Consistency(_)) | None => {}
+                }
+            }
+            E::InboundFailure { peer, error, .. } => debug!(%peer, %error, "inbound proof request failed"),
+            E::ResponseSent { .. } => {}
+        }
+    }
+
+    fn answer_proof(&mut self, request: wire::proof_request::Request) -> Option<Envelope> {
+        use wire::proof_request::Request;
+        let latest = self.current_checkpoint()?;
+        let now = now_ms();
+        Some(match request {
+            Request::Consistency(req) => {
+                self.log.with_tree(|tree| witness::answer_consistency(&self.identity, &req, tree, &latest))
+            }
+            Request::Inclusion(req) => {
+                let index = Hash::try_from(req.leaf_hash.as_slice())
+                    .ok()
+                    .and_then(|leaf| self.audit.contract_leaves.get(&leaf).copied());
+                self.log.with_tree(|tree| witness::answer_inclusion(&self.identity, &req, tree, index, &latest, now))
+            }
+        })
+    }
+
+    fn on_proof_answer(&mut self, peer: PeerId, ask: ProofAsk, envelope: &Envelope) {
+        let now = now_ms();
+        match ask {
+            ProofAsk::Consistency(node) => {
+                if envelope.signer() != node {
+                    self.strike(peer, "proof signed by another node");
+                    return;
+                }
+                match self.audit.witness.on_proof(envelope, now, &mut self.rng) {
+                    Ok(Some(outcome)) => self.on_outcome(outcome),
+                    Ok(None) => {}
+                    Err(e) => {
+                        debug!(%peer, error = %e, "bad consistency answer");
+                        self.strike(peer, "bad consistency answer");
+                    }
+                }
+            }
+            ProofAsk::Inclusion { contract, reply } => {
+                let other = envelope.signer();
+                let result = witness::check_inclusion(&contract, envelope, &self.config.federation, &self.limits, now);
+                let view = |outcome: &str, leaf_index: u64, checkpoint: String, message: String| wire::ProveResult {
+                    outcome: outcome.into(),
+                    counterparty: other.to_bytes().to_vec(),
+                    leaf_index,
+                    checkpoint,
+                    message,
+                };
+                let answer = match result {
+                    Ok(Inclusion::Proven { checkpoint, leaf_index }) => {
+                        let note = checkpoint.to_note();
+                        match self.audit.witness.observe(&note, now, &mut self.rng) {
+                            Ok(Some(outcome)) => self.on_outcome(outcome),
+                            Ok(None) => {}
+                            Err(e) => debug!(error = %e, "checkpoint of a proof not accepted"),
+                        }
+                        let size = checkpoint.checkpoint().size;
+                        Ok(view(
+                            "proven",
+                            leaf_index,
+                            note,
+                            format!("record {leaf_index} of the counterparty's log of {size} records"),
+                        ))
+                    }
+                    Ok(Inclusion::NotYet) => {
+                        self.audit.unproven.push_back((*contract).clone());
+                        Ok(view(
+                            "not-yet",
+                            0,
+                            String::new(),
+                            "not in the counterparty's log yet; the contract is too recent to count as evidence".into(),
+                        ))
+                    }
+                    Ok(Inclusion::Evidence(evidence)) => {
+                        let message = evidence.describe();
+                        self.found_evidence(other, *evidence);
+                        Ok(view("evidence", 0, String::new(), message))
+                    }
+                    Err(e) => {
+                        self.audit.unproven.push_back((*contract).clone());
+                        self.strike(peer, "bad inclusion answer");
+                        Err(format!("the counterparty's answer is not valid: {e}"))
+                    }
+                };
+                if let Some(tx) = reply {
+                    let _ = tx.send(answer);
+                }
+            }
+        }
+    }
+
+    fn evidence_list(&self) -> wire::EvidenceList {
+        let evidence = self
+            .audit
+            .evidence
+            .iter()
+            .map(|e| wire::EvidenceView {
+                accused: e.accused.to_bytes().to_vec(),
+                kind: e.evidence.kind_name().into(),
+                description: e.evidence.describe(),
+                observed_at_ms: e.observed_at_ms,
+                witness: e.envelope.signer().to_bytes().to_vec(),
+                envelope: Some(e.envelope.to_wire()),
+            })
+            .collect();
+        wire::EvidenceList { evidence }
+    }
+
+    fn prove(&mut self, id: ContractId, tx: oneshot::Sender<Result<wire::ProveResult, String>>) {
+        let contract = match self.index.contract(&id) {
+            Ok(Some(entry)) => wire::SignedContract::decode(entry.contract.as_slice())
+                .map_err(|e| e.to_string())
+                .and_then(|w| SignedContract::from_wire(w, &self.limits, true).map_err(|e| e.to_string())),
+            Ok(None) => Err(format!("no contract {id}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let contract = match contract {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let t = contract.terms();
+        let other = if t.provider == self.me { t.consumer } else { t.provider };
+        if !self.peer_ids.of(&other).is_some_and(|peer| self.swarm.is_connected(&peer)) {
+            let _ = tx.send(Err(format!("the other party {} is not connected; try again when it is", other.short())));
+            return;
+        }
+        let request = witness::inclusion_request(&contract, RequestId::random(&mut self.rng));
+        let ask = ProofAsk::Inclusion { contract: Box::new(contract), reply: Some(tx) };
+        self.ask_proof(other, wire::proof_request::Request::Inclusion(request), ask);
+    }
+
+    fn export_snapshot(&mut self) -> Result<ExportSnapshot, String> {
+        let cp = self.current_checkpoint().ok_or("cannot sign a checkpoint of the log")?;
+        self.audit.file.sync().map_err(|e| format!("cannot fsync the checkpoints file: {e}"))?;
+        Ok(ExportSnapshot {
+            node_key: self.me,
+            federation: self.config.federation.clone(),
+            records: cp.checkpoint().size,
+            checkpoints: self.audit.count,
+            log_path: self.config.log_path(),
+            checkpoints_path: self.config.checkpoints_path(),
+        })
+    }
+
     // ---- admin ---------------------------------------------------------
 
     fn on_command(&mut self, cmd: AdminCommand) {
@@ -764,11 +1330,21 @@ impl Node {
                 let peers = self
                     .connected
                     .iter()
-                    .map(|(peer, (addrs, since))| wire::PeerView {
-                        peer_id: peer.to_string(),
-                        addrs: addrs.iter().map(ToString::to_string).collect(),
-                        score: self.swarm.behaviour().gossipsub.peer_score(peer).unwrap_or(0.0) as i64,
-                        connected_since_ms: *since,
+                    .map(|(peer, (addrs, since))| {
+                        let key = self.audit.peer_keys.get(peer);
+                        wire::PeerView {
+                            peer_id: peer.to_string(),
+                            addrs: addrs.iter().map(ToString::to_string).collect(),
+                            score: self.swarm.behaviour().gossipsub.peer_score(peer).unwrap_or(0.0) as i64,
+                            connected_since_ms: *since,
+                            node_key: key.map(|k| k.to_bytes().to_vec()).unwrap_or_default(),
+                            log_size: key
+                                .and_then(|k| self.audit.witness.latest(k))
+                                .map_or(0, |cp| cp.checkpoint().size),
+                            evidence: key.map_or(0, |k| {
+                                self.audit.evidence.iter().filter(|e| e.accused == *k).count() as u32
+                            }),
+                        }
                     })
                     .collect();
                 let _ = tx.send(wire::PeerList { peers });
@@ -812,6 +1388,13 @@ impl Node {
                     }
                 }
             }
+            AdminCommand::Evidence(tx) => {
+                let _ = tx.send(self.evidence_list());
+            }
+            AdminCommand::Prove(id, tx) => self.prove(id, tx),
+            AdminCommand::Export(tx) => {
+                let _ = tx.send(self.export_snapshot());
+            }
         }
     }
 
@@ -838,6 +1421,9 @@ impl Node {
             log_root: self.log.root().to_vec(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").into(),
+            checkpoint_size: self.audit.own.as_ref().map_or(0, |cp| cp.checkpoint().size),
+            evidence: self.audit.evidence.len() as u32,
+            witnessed_nodes: self.audit.witness.nodes().count() as u32,
         }
     }
 

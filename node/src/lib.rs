@@ -6,10 +6,12 @@
 //! - [`net`]: the libp2p swarm: gossip, negotiation and sync protocols.
 //! - [`admin`]: the gRPC admin API on a Unix socket, and its client.
 //! - [`cli`]: `fulcrumctl` commands and their output.
+//! - [`charter`]: the federation charter, member certificates and revocations on disk.
 //! - [`daemon`]: the event loop that feeds the protocol engines and performs
 //!   their effects in order: persist, then send, then report.
 
 pub mod admin;
+pub mod charter;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -319,6 +319,9 @@ impl Admin for MockDaemon {
             log_root: vec![0xee; 32],
             uptime_ms: 3 * 3_600_000 + 12 * 60_000,
             version: "0.1.0".into(),
+            checkpoint_size: 42,
+            evidence: 0,
+            witnessed_nodes: 3,
         }))
     }
 
@@ -329,6 +332,9 @@ impl Admin for MockDaemon {
                 addrs: vec!["/ip4/10.0.0.2/tcp/4001".into()],
                 score: 12,
                 connected_since_ms: 0,
+                node_key: vec![0x22; 32],
+                log_size: 17,
+                evidence: 1,
             }],
         }))
     }
@@ -434,6 +440,23 @@ impl Admin for MockDaemon {
 
     type WatchContractsStream = EventStream;
 
+    async fn audit_evidence(&self, _: Request<wire::EvidenceQuery>) -> Result<Response<wire::EvidenceList>, Status> {
+        Ok(Response::new(wire::EvidenceList::default()))
+    }
+
+    async fn audit_prove(&self, _: Request<wire::ProveRequest>) -> Result<Response<wire::ProveResult>, Status> {
+        Err(Status::failed_precondition("the other party is not connected; try again when it is"))
+    }
+
+    type AuditExportStream = Pin<Box<dyn futures::Stream<Item = Result<wire::ExportChunk, Status>> + Send>>;
+
+    async fn audit_export(
+        &self,
+        _: Request<wire::ExportRequest>,
+    ) -> Result<Response<Self::AuditExportStream>, Status> {
+        Err(Status::internal("export failed: disk on fire"))
+    }
+
     async fn watch_contracts(
         &self,
         _: Request<wire::WatchContractsRequest>,
@@ -508,10 +531,12 @@ async fn peers_table_and_json() {
     let (_dir, socket, _) = mock_daemon().await;
     let out = run_async(&["--socket", &socket, "peers"]).await;
     let text = stdout(&out);
-    assert!(text.starts_with("PEER ID          CONNECTED  SCORE  ADDRESSES\n"), "{text}");
-    assert!(text.contains("12D3KooWPeerOne          -     12  /ip4/10.0.0.2/tcp/4001"), "{text}");
+    assert!(text.starts_with("PEER ID          CONNECTED  SCORE  LOG  EVIDENCE  ADDRESSES\n"), "{text}");
+    assert!(text.contains("12D3KooWPeerOne          -     12   17     1 (!)  /ip4/10.0.0.2/tcp/4001"), "{text}");
     let v = json(&run_async(&["--json", "--socket", &socket, "peers"]).await);
     assert_eq!(v[0]["score"], 12);
+    assert_eq!(v[0]["node_key"], "22".repeat(32));
+    assert_eq!((v[0]["log_size"].as_u64(), v[0]["evidence"].as_u64()), (Some(17), Some(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

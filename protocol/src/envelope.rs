@@ -122,9 +122,9 @@ impl Kind {
             Kind::Commit | Kind::Countersigned | Kind::StatusResponse => 8 * 1024,
             Kind::Hold | Kind::Contract | Kind::MemberCertificate | Kind::Revocation => 4 * 1024,
             // A path of up to 64 hashes and a checkpoint note.
-            Kind::ConsistencyProof | Kind::InclusionProof => 16 * 1024,
+            Kind::ConsistencyProof | Kind::InclusionProof => 12 * 1024,
             // Two notes and a signed proof, or a contract and a signed answer.
-            Kind::Evidence => 48 * 1024,
+            Kind::Evidence => 40 * 1024,
             _ => 1024,
         }
     }

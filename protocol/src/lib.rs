@@ -8,14 +8,20 @@
 //! - [`keys`], [`envelope`]: identities and domain-separated signed envelopes.
 //! - [`offer`], [`book`], [`matching`]: offers, their validation, the offer
 //!   book, constraint matching and ranking.
+//! - [`planner`]: composite placement: the cheapest split of a request's
+//!   replicas over the offer book under a spread policy, or why there is none.
 //! - [`negotiation`], [`ledger`], [`contract`], [`messages`]: the two roles'
 //!   state machines over a capacity ledger that cannot oversell.
 //! - [`merkle`], [`checkpoint`], [`record`]: the agreement log's Merkle tree,
 //!   signed checkpoints and record format.
 //! - [`membership`]: charters, member certificates and revocations.
+//! - [`audit`]: the offline audit of a node's agreement log: the export file
+//!   format, its writer and its verifier.
+//! - [`witness`]: checking other nodes' logs; evidence of rewritten history.
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod book;
 pub mod checkpoint;
 pub mod contract;
@@ -30,6 +36,8 @@ pub mod merkle;
 pub mod messages;
 pub mod negotiation;
 pub mod offer;
+pub mod planner;
 pub mod record;
+pub mod witness;
 
 pub use limits::Limits;

@@ -43,6 +43,10 @@ pub struct Limits {
     pub reply_timeout_ms: u64,
     /// Most times a consumer asks for status before giving up, per negotiation.
     pub max_status_attempts: u32,
+    /// How long after a contract was made its absence from a party's log is
+    /// evidence against that party (the consumer stores a contract only once
+    /// the countersignature reaches it, which a lost message can delay).
+    pub missing_contract_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             max_negotiations: 4_096,
             reply_timeout_ms: 5_000,
             max_status_attempts: 8,
+            missing_contract_grace_ms: 120_000,
         }
     }
 }

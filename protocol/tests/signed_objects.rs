@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{FEDERATION, HOUR_MS, T0, identity, signed_offer};
+use common::{FEDERATION, HOUR_MS, T0, contract_terms_between, countersigned_contract, identity, signed_offer};
 use fulcrum_proto::v1 as wire;
 use fulcrum_protocol::Limits;
 use fulcrum_protocol::contract::{ContractError, ContractTerms, SignedContract};
@@ -28,29 +28,11 @@ fn offer_envelope() -> Envelope {
 }
 
 fn contract_terms() -> ContractTerms {
-    let offer = signed_offer(&identity(1), "fra1-c8m32", 10, 1_000_000, T0);
-    ContractTerms {
-        federation: FEDERATION.into(),
-        provider: identity(1).public(),
-        consumer: identity(2).public(),
-        offer_id: offer.offer_id.clone(),
-        offer_seq: 1,
-        hold_id: HoldId([7; 16]),
-        negotiation_id: NegotiationId([8; 16]),
-        site: offer.site.clone(),
-        flavour: offer.flavour.clone(),
-        units: 3,
-        unit_price_per_hour: offer.unit_price_per_hour,
-        start_ms: T0,
-        end_ms: T0 + HOUR_MS,
-        created_at_ms: T0,
-    }
+    contract_terms_between(&identity(1), &identity(2), 7, T0)
 }
 
 fn countersigned() -> SignedContract {
-    let body = contract_terms().encode();
-    let c = SignedContract::sign_as_consumer(&identity(2), body, &Limits::default()).unwrap();
-    c.countersign(&identity(1)).unwrap()
+    countersigned_contract(&identity(1), &identity(2), 7, T0)
 }
 
 /// Every single-byte change anywhere in an encoded envelope is rejected.

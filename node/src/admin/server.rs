@@ -18,6 +18,36 @@ use tokio_stream::wrappers::{BroadcastStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
 use crate::daemon::{AdminCommand, Handles, contract_view, now_ms};
+use crate::store::export::write_export;
+
+/// Bytes per chunk of a streamed export.
+const EXPORT_CHUNK: usize = 256 * 1024;
+
+/// Sends what is written as export chunks; fails once the client is gone.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<wire::ExportChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK));
+        self.tx
+            .blocking_send(Ok(wire::ExportChunk { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -152,6 +182,33 @@ impl Admin for AdminService {
             Some(Ok(wire::ContractEvent { event: notice.event.into(), contract: view, at_ms: notice.at_ms }))
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn audit_evidence(&self, _: Request<wire::EvidenceQuery>) -> Result<Response<wire::EvidenceList>, Status> {
+        Ok(Response::new(self.ask(AdminCommand::Evidence).await?))
+    }
+
+    async fn audit_prove(&self, req: Request<wire::ProveRequest>) -> Result<Response<wire::ProveResult>, Status> {
+        let id = contract_id(&req.into_inner().contract_id)?;
+        let result = self.ask(|tx| AdminCommand::Prove(id, tx)).await?.map_err(failed)?;
+        Ok(Response::new(result))
+    }
+
+    type AuditExportStream = Pin<Box<dyn Stream<Item = Result<wire::ExportChunk, Status>> + Send>>;
+
+    async fn audit_export(
+        &self,
+        _: Request<wire::ExportRequest>,
+    ) -> Result<Response<Self::AuditExportStream>, Status> {
+        let snapshot = self.ask(AdminCommand::Export).await?.map_err(failed)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let writer = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(EXPORT_CHUNK) };
+            if let Err(e) = write_export(&snapshot, writer) {
+                let _ = tx.blocking_send(Err(Status::internal(format!("export failed: {e:#}"))));
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }
 

@@ -3,6 +3,8 @@
 //! answers and failures are shown (tables, `--json`, one-line errors).
 
 mod args;
+mod audit;
+mod federation;
 mod render;
 pub mod time;
 pub mod view;
@@ -80,6 +82,12 @@ pub enum Command {
     /// List, show, terminate and watch contracts
     #[command(subcommand)]
     Contracts(ContractsCommand),
+    /// Export and verify agreement logs, prove shared contracts, list evidence
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Charter and offline authority workflow: keys, member certificates, revocations (no daemon needed)
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
 }
 
 /// `fulcrumctl offers ...`.
@@ -314,6 +322,12 @@ pub enum CliError {
     /// The offer file is unreadable or wrong.
     #[error(transparent)]
     OfferFile(#[from] OfferFileError),
+    /// A `fulcrumctl federation` command failed (its own exit code).
+    #[error(transparent)]
+    Federation(#[from] federation::FederationError),
+    /// A file named on the command line cannot be used.
+    #[error("{0}")]
+    BadInput(String),
     /// The daemon refused or failed the request.
     #[error("{}", status_line(.0))]
     Daemon(#[from] tonic::Status),
@@ -329,7 +343,8 @@ impl CliError {
     /// 2 for a bad command line or file, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::OfferFile(_) => EXIT_USAGE,
+            CliError::OfferFile(_) | CliError::BadInput(_) => EXIT_USAGE,
+            CliError::Federation(e) => e.exit_code(),
             _ => EXIT_FAILURE,
         }
     }
@@ -417,6 +432,8 @@ pub async fn run(inv: Invocation) -> Result<(), CliError> {
             })
         }
         Command::Contracts(ContractsCommand::Watch) => watch(&socket, &out).await,
+        Command::Audit(command) => audit::run(&socket, &out, command).await,
+        Command::Federation(command) => federation::run(command, &out),
     }
 }
 

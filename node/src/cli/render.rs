@@ -110,6 +110,8 @@ pub fn peers(peers: &[PeerView]) -> String {
         ("PEER ID", Align::Left),
         ("CONNECTED", Align::Right),
         ("SCORE", Align::Right),
+        ("LOG", Align::Right),
+        ("EVIDENCE", Align::Right),
         ("ADDRESSES", Align::Left),
     ]);
     for p in peers {
@@ -118,7 +120,15 @@ pub fn peers(peers: &[PeerView]) -> String {
         } else {
             format_span(now.saturating_sub(p.connected_since_ms))
         };
-        t.push(vec![p.peer_id.clone(), since, p.score.to_string(), p.addrs.join(", ")]);
+        let evidence = if p.evidence == 0 { "-".to_owned() } else { format!("{} (!)", p.evidence) };
+        t.push(vec![
+            p.peer_id.clone(),
+            since,
+            p.score.to_string(),
+            p.log_size.to_string(),
+            evidence,
+            p.addrs.join(", "),
+        ]);
     }
     t.render()
 }

@@ -69,11 +69,25 @@ pub struct PeerView {
     pub score: i64,
     /// Unix ms.
     pub connected_since_ms: u64,
+    /// The peer's node key (hex), once identified.
+    pub node_key: String,
+    /// Size of the peer's latest checkpoint verified here (0: none yet).
+    pub log_size: u64,
+    /// Pieces of evidence held against the peer.
+    pub evidence: u32,
 }
 
 impl From<wire::PeerView> for PeerView {
     fn from(p: wire::PeerView) -> Self {
-        PeerView { peer_id: p.peer_id, addrs: p.addrs, score: p.score, connected_since_ms: p.connected_since_ms }
+        PeerView {
+            peer_id: p.peer_id,
+            addrs: p.addrs,
+            score: p.score,
+            connected_since_ms: p.connected_since_ms,
+            node_key: hex::encode(&p.node_key),
+            log_size: p.log_size,
+            evidence: p.evidence,
+        }
     }
 }
 

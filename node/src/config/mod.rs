@@ -86,6 +86,15 @@ pub struct NodeConfig {
     pub reply_timeout: String,
     /// How long `place` may take before it gives up.
     pub place_deadline: String,
+    /// Longest time between two checkpoints of the log while it grows.
+    pub checkpoint_interval: String,
+    /// Records after which a checkpoint is signed at once.
+    pub checkpoint_records: u64,
+    /// How often shared contracts are checked in the counterparties' logs.
+    pub audit_interval: String,
+    /// How long after a contract was made its absence from the other party's
+    /// log counts as evidence (every member must use the same value).
+    pub audit_grace: String,
     /// `human` or `json`.
     pub log_format: String,
     /// Log filter, e.g. `info` or `fulcrum_node=debug,info`.
@@ -108,6 +117,10 @@ impl Default for NodeConfig {
             hold_ttl: "30s".into(),
             reply_timeout: "5s".into(),
             place_deadline: "20s".into(),
+            checkpoint_interval: "5s".into(),
+            checkpoint_records: 1000,
+            audit_interval: "30s".into(),
+            audit_grace: "2m".into(),
             log_format: "human".into(),
             log_level: "info".into(),
             admin_socket: None,
@@ -152,6 +165,18 @@ pub struct Overrides {
     /// Deadline of a placement, e.g. 20s.
     #[arg(long, env = "FULCRUM_PLACE_DEADLINE")]
     pub place_deadline: Option<String>,
+    /// Longest time between checkpoints, e.g. 5s.
+    #[arg(long, env = "FULCRUM_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<String>,
+    /// Records after which a checkpoint is signed at once.
+    #[arg(long, env = "FULCRUM_CHECKPOINT_RECORDS")]
+    pub checkpoint_records: Option<u64>,
+    /// How often shared contracts are checked in the counterparties' logs, e.g. 30s.
+    #[arg(long, env = "FULCRUM_AUDIT_INTERVAL")]
+    pub audit_interval: Option<String>,
+    /// Age after which a contract missing from the other party's log is evidence, e.g. 2m.
+    #[arg(long, env = "FULCRUM_AUDIT_GRACE")]
+    pub audit_grace: Option<String>,
     /// human or json.
     #[arg(long, env = "FULCRUM_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -197,7 +222,7 @@ impl NodeConfig {
             ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
         }
         set!(data_dir, federation, offer_ttl, max_peers, peer_rate_per_sec, peer_burst, hold_ttl, reply_timeout);
-        set!(place_deadline, log_format, log_level);
+        set!(place_deadline, log_format, log_level, checkpoint_interval, checkpoint_records, audit_interval, audit_grace);
         if o.admin_socket.is_some() {
             self.admin_socket = o.admin_socket.clone();
         }
@@ -220,6 +245,9 @@ impl NodeConfig {
             ("hold_ttl", &self.hold_ttl),
             ("reply_timeout", &self.reply_timeout),
             ("place_deadline", &self.place_deadline),
+            ("checkpoint_interval", &self.checkpoint_interval),
+            ("audit_interval", &self.audit_interval),
+            ("audit_grace", &self.audit_grace),
         ] {
             match parse_duration_ms(value) {
                 Ok(0) => return invalid(field, "must be more than zero".into()),
@@ -237,6 +265,9 @@ impl NodeConfig {
             if a.parse::<libp2p::Multiaddr>().is_err() {
                 return invalid("listen/bootstrap", format!("{a:?} is not a multiaddr"));
             }
+        }
+        if self.checkpoint_records == 0 {
+            return invalid("checkpoint_records", "must be more than zero".into());
         }
         if self.max_peers == 0 || self.peer_rate_per_sec == 0 || self.peer_burst == 0 {
             return invalid("max_peers/peer_rate_per_sec/peer_burst", "must be more than zero".into());
@@ -262,6 +293,11 @@ impl NodeConfig {
     /// The agreement log path.
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.join("agreements.log")
+    }
+
+    /// The file of this node's own signed checkpoints.
+    pub fn checkpoints_path(&self) -> PathBuf {
+        self.data_dir.join("checkpoints")
     }
 
     /// The sled index path.
@@ -336,6 +372,16 @@ peer_burst = 400
 hold_ttl = "30s"
 reply_timeout = "5s"
 place_deadline = "20s"
+
+# Checkpoints of the agreement log: signed and gossiped at least this often
+# while the log grows, and at once after this many records.
+checkpoint_interval = "5s"
+checkpoint_records = 1000
+# How often shared contracts are checked in the other party's log, and how
+# old a contract must be before its absence there is evidence (the same for
+# every member of the federation).
+audit_interval = "30s"
+audit_grace = "2m"
 
 # Logs: human or json, and a filter such as "info" or "fulcrum_node=debug,info".
 log_format = "human"

@@ -22,14 +22,20 @@ pub use rate::RateLimiter;
 pub const NEGOTIATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/negotiate/1");
 /// Protocol of offer-book sync.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/offer-sync/1");
+/// Protocol of consistency and inclusion proofs of agreement logs.
+pub const PROOFS_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/proofs/1");
 /// Kademlia protocol of Fulcrum federations (kept apart from public DHTs).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/kad/1");
 /// Largest negotiation message on the wire.
 pub const MAX_NEGOTIATION_BYTES: usize = 16 * 1024;
 /// Largest offer-sync page on the wire.
 pub const MAX_SYNC_BYTES: usize = 4 * 1024 * 1024;
-/// Largest gossip message (one signed offer).
-pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+/// Largest gossip message (a signed offer, a checkpoint or a piece of evidence).
+pub const MAX_GOSSIP_BYTES: usize = 48 * 1024;
+/// Largest proof request.
+pub const MAX_PROOF_REQUEST_BYTES: usize = 1024;
+/// Largest proof answer (a signed proof and a checkpoint).
+pub const MAX_PROOF_RESPONSE_BYTES: usize = 16 * 1024;
 
 /// The composed behaviour.
 #[derive(NetworkBehaviour)]
@@ -40,12 +46,14 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     /// Discovery from bootstrap peers.
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
-    /// Offers and, later, checkpoints and revocations.
+    /// Offers, checkpoints and evidence.
     pub gossipsub: gossipsub::Behaviour,
     /// Negotiation request-response.
     pub negotiate: request_response::Behaviour<BytesCodec>,
     /// Offer-book sync request-response.
     pub sync: request_response::Behaviour<BytesCodec>,
+    /// Log proofs request-response.
+    pub proofs: request_response::Behaviour<BytesCodec>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -59,10 +67,19 @@ pub fn offers_topic(federation: &str) -> IdentTopic {
     IdentTopic::new(format!("fulcrum/{federation}/offers/1"))
 }
 
+/// The gossip topic of a federation's checkpoints and evidence.
+pub fn audit_topic(federation: &str) -> IdentTopic {
+    IdentTopic::new(format!("fulcrum/{federation}/audit/1"))
+}
+
 /// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:
 /// every payload is already a signed envelope, so a second (gossipsub)
 /// signature would only double the verification work.
-pub fn behaviour(key: &identity::Keypair, max_peers: u32, offers: &TopicHash) -> Result<Behaviour, String> {
+pub fn behaviour(
+    key: &identity::Keypair,
+    max_peers: u32,
+    topics: &[TopicHash],
+) -> Result<Behaviour, String> {
     let peer_id = key.public().to_peer_id();
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Anonymous)
@@ -73,7 +90,7 @@ pub fn behaviour(key: &identity::Keypair, max_peers: u32, offers: &TopicHash) ->
         .build()
         .map_err(|e| format!("gossipsub config: {e}"))?;
     let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config)?;
-    let (params, thresholds) = scoring(offers);
+    let (params, thresholds) = scoring(topics);
     gossipsub.with_peer_score(params, thresholds)?;
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -102,13 +119,14 @@ pub fn behaviour(key: &identity::Keypair, max_peers: u32, offers: &TopicHash) ->
         gossipsub,
         negotiate: rr(NEGOTIATE_PROTOCOL, MAX_NEGOTIATION_BYTES, MAX_NEGOTIATION_BYTES),
         sync: rr(SYNC_PROTOCOL, 1024, MAX_SYNC_BYTES),
+        proofs: rr(PROOFS_PROTOCOL, MAX_PROOF_REQUEST_BYTES, MAX_PROOF_RESPONSE_BYTES),
     })
 }
 
-/// Peer scoring tuned for a quiet mesh: offers are rare, so the default
+/// Peer scoring tuned for a quiet mesh: offers and checkpoints are rare, so the default
 /// penalties for delivering few messages would graylist honest peers. What
 /// costs score here is sending invalid messages.
-fn scoring(offers: &TopicHash) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+fn scoring(topics: &[TopicHash]) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let topic = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         time_in_mesh_weight: 0.01,
@@ -121,7 +139,9 @@ fn scoring(offers: &TopicHash) -> (gossipsub::PeerScoreParams, gossipsub::PeerSc
         ..gossipsub::TopicScoreParams::default()
     };
     let mut params = gossipsub::PeerScoreParams::default();
-    params.topics.insert(offers.clone(), topic);
+    for hash in topics {
+        params.topics.insert(hash.clone(), topic.clone());
+    }
     // Local federations run many nodes on one address.
     params.ip_colocation_factor_whitelist.insert(std::net::IpAddr::from([127, 0, 0, 1]));
     params.ip_colocation_factor_whitelist.insert(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST));

@@ -45,6 +45,7 @@ pub struct Index {
     contracts: sled::Tree,
     offers: sled::Tree,
     meta: sled::Tree,
+    witnessed: sled::Tree,
 }
 
 const APPLIED: &[u8] = b"applied";
@@ -63,6 +64,7 @@ impl Index {
             contracts: db.open_tree("contracts")?,
             offers: db.open_tree("offers")?,
             meta: db.open_tree("meta")?,
+            witnessed: db.open_tree("witnessed")?,
             db,
         })
     }
@@ -172,6 +174,17 @@ impl Index {
     /// Every remembered offer envelope.
     pub fn offers(&self) -> Result<Vec<Vec<u8>>, IndexError> {
         self.offers.iter().values().map(|v| Ok(v?.to_vec())).collect()
+    }
+
+    /// Keeps the latest checkpoint witnessed of another node.
+    pub fn put_witnessed(&self, node: &PublicKey, note: &str) -> Result<(), IndexError> {
+        self.witnessed.insert(node.to_bytes(), note.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every witnessed checkpoint note.
+    pub fn witnessed(&self) -> Result<Vec<String>, IndexError> {
+        self.witnessed.iter().values().map(|v| Ok(String::from_utf8_lossy(&v?).into_owned())).collect()
     }
 
     /// Asks sled to write its caches out (not a durability point).

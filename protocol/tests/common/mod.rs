@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use fulcrum_protocol::Limits;
+use fulcrum_protocol::contract::{ContractTerms, SignedContract};
+use fulcrum_protocol::ids::{HoldId, NegotiationId};
 use fulcrum_protocol::keys::Identity;
 use fulcrum_protocol::offer::{Country, Currency, Flavour, Offer, Price, Resources, Site};
 
@@ -48,4 +51,33 @@ pub fn signed_offer(provider: &Identity, offer_id: &str, units: u32, price_micro
     o.issued_at_ms = now;
     o.expires_at_ms = now + HOUR_MS;
     o
+}
+
+/// Terms of a 3-unit, one-hour contract made at `created_at` for an offer of
+/// `provider`; `hold` tells contracts between the same parties apart.
+pub fn contract_terms_between(provider: &Identity, consumer: &Identity, hold: u8, created_at: u64) -> ContractTerms {
+    let offer = signed_offer(provider, "fra1-c8m32", 10, 1_000_000, created_at);
+    ContractTerms {
+        federation: FEDERATION.into(),
+        provider: provider.public(),
+        consumer: consumer.public(),
+        offer_id: offer.offer_id.clone(),
+        offer_seq: 1,
+        hold_id: HoldId([hold; 16]),
+        negotiation_id: NegotiationId([hold.wrapping_add(1); 16]),
+        site: offer.site.clone(),
+        flavour: offer.flavour.clone(),
+        units: 3,
+        unit_price_per_hour: offer.unit_price_per_hour,
+        start_ms: created_at,
+        end_ms: created_at + HOUR_MS,
+        created_at_ms: created_at,
+    }
+}
+
+/// That contract, signed by the consumer and countersigned by the provider.
+pub fn countersigned_contract(provider: &Identity, consumer: &Identity, hold: u8, created_at: u64) -> SignedContract {
+    let body = contract_terms_between(provider, consumer, hold, created_at).encode();
+    let c = SignedContract::sign_as_consumer(consumer, body, &Limits::default()).unwrap();
+    c.countersign(provider).unwrap()
 }
