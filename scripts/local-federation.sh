@@ -75,4 +75,11 @@ echo; echo "== both agreement logs"
 for n in frankfurt paris amsterdam; do
   ctl "$n" --json status | python3 -c "import json,sys; s=json.load(sys.stdin); print(f'{\"$n\":<10} log size {s[\"log_size\"]:>3}  root {s[\"log_root\"]}  active contracts {s[\"contracts_active\"]}')"
 done
+
+echo; echo "== the provider proves the contract is in its log; every log verifies offline"
+ctl amsterdam audit prove "$id"
+for n in frankfurt paris amsterdam; do
+  ctl "$n" audit export --out "$work/$n.export" >/dev/null
+  printf '%-10s ' "$n"; "$bin/fulcrumctl" audit verify --export "$work/$n.export" | head -n 1
+done
 echo; echo "local federation OK"
