@@ -3,7 +3,7 @@
 //! Generates an export of `AUDIT_RECORDS` records (default 1,000,000):
 //! mostly contracts countersigned between the node and a handful of peers,
 //! with an offer and a termination every 50 records, a checkpoint every
-//! 10,000 records and one at the end. Keeps it in memory, times
+//! `AUDIT_CHECKPOINT_EVERY` records (default 10,000) and one at the end. Keeps it in memory, times
 //! `verify_export` once, and compares it with the floor: plain
 //! `verify_batch` over the same signatures on the same number of threads.
 
@@ -27,7 +27,6 @@ use fulcrum_protocol::messages::{Message, Terminate, TerminationReason};
 use fulcrum_protocol::offer::Offer;
 use fulcrum_protocol::record::Record;
 
-const CHECKPOINT_EVERY: u64 = 10_000;
 const PEERS: u8 = 5;
 
 /// One signature to check: (signed message, signature, key).
@@ -124,6 +123,8 @@ fn generate(keys: &Keys, i: u64) -> Generated {
 
 fn main() {
     let n: u64 = std::env::var("AUDIT_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let every: u64 =
+        std::env::var("AUDIT_CHECKPOINT_EVERY").ok().and_then(|v| v.parse().ok()).filter(|e| *e > 0).unwrap_or(10_000);
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let node = identity(1);
     let keys = Keys {
@@ -150,7 +151,7 @@ fn main() {
         triples.extend(g.signatures);
     }
     let tree = MerkleTree::from_leaf_hashes(records.iter().map(|r| leaf_hash(r)));
-    let mut sizes: Vec<u64> = (1..=n).filter(|s| s % CHECKPOINT_EVERY == 0).collect();
+    let mut sizes: Vec<u64> = (1..=n).filter(|s| s % every == 0).collect();
     if sizes.last() != Some(&n) {
         sizes.push(n);
     }

@@ -60,7 +60,9 @@
 //!   line, signature lines), with an Ed25519 signature by `node-key` under
 //!   the key name `origin`. They come in the order the node signed them, so
 //!   their sizes never decrease; each size is at most N, and the root is the
-//!   RFC 6962 root of the first `size` records of the export.
+//!   RFC 6962 root of the first `size` records of the export. A note may
+//!   carry extension lines and other signatures (a witness's cosignature,
+//!   say); only the node's is checked.
 //!
 //! # What the verifier checks
 //!
@@ -94,29 +96,38 @@
 //! by the first record index the failure concerns. A checkpoint whose root
 //! does not match names the first record that can differ: the size of the
 //! previous good checkpoint, since every record before it is fixed by a root
-//! the node signed.
+//! the node signed. A checkpoint that cannot be used at all (it does not
+//! parse, its signature does not verify, its size goes back) names no
+//! record but is ordered at that same index, the first record it would have
+//! covered. At one index, a record's own failure comes before a
+//! checkpoint's, and a checkpoint's before a coverage failure. Failures of
+//! the file as a whole (bytes after the last frame) come last. Indices of
+//! records and checkpoints count from 0.
 //!
 //! # How it runs
 //!
-//! Records are read in chunks of up to 16,384 (and 64 MiB); only their leaf
-//! hashes are kept (about 64 bytes a record for the tree, so a log of a
-//! million records needs under 200 MiB), plus the other party of each
-//! contract. Each chunk is split over [`std::thread::available_parallelism`]
-//! threads that decode the records without verifying as they go (a private
-//! mirror of [`crate::record::Record`] that keeps signed parts as bytes,
-//! with the same limits and key checks) and verify the signatures with
+//! Records are read in chunks of 16,384 (at most 64 MiB). Only their leaf
+//! hashes stay (the tree keeps about 64 bytes a record), with the other
+//! party of each contract (about 80 bytes a contract): verifying an export
+//! of a million records from a file peaks at about 200 MiB. Each chunk is
+//! split over [`std::thread::available_parallelism`] threads that decode
+//! the records without verifying as they go (a private mirror of
+//! [`crate::record::Record`] that keeps signed parts as bytes, with the same
+//! limits and key checks) and verify the signatures with
 //! [`crate::keys::verify_batch`] in batches of [`SIGNATURE_BATCH_SIZE`];
 //! only a batch that fails is verified again one by one with
 //! `verify_strict` to name the bad record.
 //!
-//! Batch verification accepts exactly what `verify_strict` accepts for
-//! honestly made signatures. Before batching, signatures whose `R` is not
-//! canonically encoded or is of small order (which `verify_strict` refuses
-//! and a batch might not) are sent to `verify_strict` directly. What remains
-//! different is a signature its own key holder deliberately built with a
-//! torsion component, which the batch equation may accept: no one can make
-//! such a signature for someone else's key, so it never lets a record claim
-//! a signature its signer did not make.
+//! Batch verification and `verify_strict` agree on every signature made by
+//! Ed25519 signing and on every attempt to forge one without the key.
+//! Signatures whose `R` is not canonically encoded or is of small order
+//! (which `verify_strict` refuses and the batch equation might not) skip
+//! the batch and go to `verify_strict` directly. What remains different is
+//! a signature that a key's own holder deliberately built with a
+//! small-order component (in `R`, or in a public key of mixed order): the
+//! batch equation may accept it where `verify_strict` refuses. It still
+//! shows that the key holder signed the message, so no record can claim a
+//! signature its signer did not make.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -129,7 +140,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, node_origin, verify_node_checkpoint};
 use crate::contract::{ContractTerms, contract_id};
-use crate::envelope::{Kind, signing_input};
+use crate::envelope::{Envelope, Kind, signing_input};
 use crate::ids::ContractId;
 use crate::keys::{PublicKey, SIGNATURE_LEN, serde_bytes_vec, verify_batch};
 use crate::limits::Limits;
@@ -153,8 +164,16 @@ pub const SIGNATURE_BATCH_SIZE: usize = 1024;
 /// Longest federation name in an export header, in bytes.
 const MAX_FEDERATION_LEN: usize = 128;
 
-/// Most records read before their signatures are checked.
+/// Most records read before their signatures are checked (more on
+/// machines with so many threads that each would get less than two batches).
 const CHUNK_RECORDS: usize = 16_384;
+
+/// Fewest records or checkpoints worth a thread of their own: starting a
+/// thread costs about as much as checking a few signatures.
+const MIN_PER_THREAD: usize = 16;
+
+/// Most checkpoints read before their signatures are checked.
+const CHUNK_CHECKPOINTS: usize = 4096;
 
 /// Most payload bytes read before their signatures are checked.
 const CHUNK_BYTES: usize = 64 << 20;
@@ -493,14 +512,26 @@ impl fmt::Display for AuditReport {
 /// plus the other party of each contract), not with the file's size.
 pub fn verify_export<R: Read>(reader: R) -> AuditReport {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    Verifier::new(Tuning { threads, chunk_records: CHUNK_RECORDS, batch: SIGNATURE_BATCH_SIZE }).run(reader)
+    // Enough records that every thread gets a few full batches.
+    let chunk_records = CHUNK_RECORDS.max(threads.saturating_mul(2 * SIGNATURE_BATCH_SIZE));
+    let tuning = Tuning {
+        threads,
+        min_per_thread: MIN_PER_THREAD,
+        chunk_records,
+        chunk_checkpoints: CHUNK_CHECKPOINTS,
+        batch: SIGNATURE_BATCH_SIZE,
+    };
+    Verifier::new(tuning).run(reader)
 }
 
 /// Knobs the tests turn to reach chunk and batch boundaries with few records.
 #[derive(Debug, Clone, Copy)]
 struct Tuning {
     threads: usize,
+    /// Fewest items worth a thread of their own.
+    min_per_thread: usize,
     chunk_records: usize,
+    chunk_checkpoints: usize,
     batch: usize,
 }
 
@@ -573,7 +604,9 @@ impl Verifier {
         Self {
             tuning: Tuning {
                 threads: tuning.threads.max(1),
+                min_per_thread: tuning.min_per_thread.max(1),
                 chunk_records: tuning.chunk_records.max(1),
+                chunk_checkpoints: tuning.chunk_checkpoints.max(1),
                 batch: tuning.batch.max(1),
             },
             report: AuditReport {
@@ -661,7 +694,7 @@ impl Verifier {
                         "the file ends before record frame {index}, but the header announces {} records",
                         header.records
                     ),
-                    Stop::Broken(why) => format!("record frame {index}: {why}"),
+                    Stop::Broken(why) => why,
                 };
                 self.fail(index, Class::Record, Some(index), None, reason);
                 return false;
@@ -676,38 +709,19 @@ impl Verifier {
         if frames.is_empty() {
             return;
         }
-        let per_thread = frames.len().div_ceil(self.tuning.threads);
         let context = Context { node: header.node_key, federation: &header.federation, batch: self.tuning.batch };
-        let outcomes: Vec<Vec<Outcome>> = if per_thread >= frames.len() {
-            vec![check_records(frames, data, &context)]
-        } else {
-            std::thread::scope(|scope| {
-                let context = &context;
-                let handles: Vec<_> = frames
-                    .chunks(per_thread)
-                    .map(|part| scope.spawn(move || check_records(part, data, context)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .zip(frames.chunks(per_thread))
-                    .map(|(handle, part)| {
-                        // A panic in a worker is a bug; report its records as
-                        // failed rather than pass them or crash the auditor.
-                        handle.join().unwrap_or_else(|_| {
-                            part.iter()
-                                .map(|frame| Outcome {
-                                    leaf: leaf_hash(data.get(frame.payload.clone()).unwrap_or_default()),
-                                    kind: None,
-                                    signatures_verified: 0,
-                                    result: Err("internal error: the verifier thread failed".to_owned()),
-                                })
-                                .collect()
-                        })
-                    })
-                    .collect()
-            })
-        };
-        for (offset, outcome) in outcomes.into_iter().flatten().enumerate() {
+        let outcomes = in_parallel(
+            frames,
+            &self.tuning,
+            |part| check_records(part, data, &context),
+            |frame| Outcome {
+                leaf: leaf_hash(data.get(frame.payload.clone()).unwrap_or_default()),
+                kind: None,
+                signatures_verified: 0,
+                result: Err("internal error: the verifier thread failed".to_owned()),
+            },
+        );
+        for (offset, outcome) in outcomes.into_iter().enumerate() {
             let index = first + offset as u64;
             self.tree.push_leaf_hash(outcome.leaf);
             self.report.records += 1;
@@ -768,109 +782,70 @@ impl Verifier {
         let records = self.tree.len();
         // The last checkpoint that passed every check: (index, size, root).
         let mut good: Option<(u64, u64, Hash)> = None;
-        let mut buf = Vec::with_capacity(MAX_CHECKPOINT_BYTES);
+        let mut data = Vec::new();
+        let mut frames = Vec::new();
         let mut number = 0u64;
         while number < header.checkpoints {
-            let good_size = good.map_or(0, |(_, size, _)| size);
-            buf.clear();
-            let frame = match read_frame(reader, MAX_CHECKPOINT_BYTES, &mut buf) {
-                Ok(frame) => frame,
-                Err(stop) => {
-                    let reason = match stop {
-                        Stop::End => format!(
-                            "the file ends before checkpoint frame #{number}, but the header announces {} checkpoints",
-                            header.checkpoints
-                        ),
-                        Stop::Broken(why) => format!("checkpoint frame: {why}"),
-                    };
-                    self.fail(good_size, Class::Checkpoint, None, Some(number), reason);
-                    return;
-                }
-            };
-            self.report.checkpoints += 1;
-            let k = number;
-            number += 1;
-            if !frame.crc_ok {
-                self.fail(good_size, Class::Checkpoint, None, Some(k), "CRC32C mismatch".to_owned());
-                continue;
-            }
-            let note = match std::str::from_utf8(&buf) {
-                Ok(note) => note,
-                Err(_) => {
-                    let hint = if buf.first().is_some_and(|b| (0xa0..=0xbf).contains(b)) {
-                        " (it looks like a CBOR record: does the header announce too few records?)"
-                    } else {
-                        ""
-                    };
-                    self.fail(good_size, Class::Checkpoint, None, Some(k), format!("not a UTF-8 note{hint}"));
-                    continue;
-                }
-            };
-            let signed = match verify_node_checkpoint(note, &header.federation) {
-                Ok((key, _)) if key != header.node_key => {
-                    let reason = format!("signed by node {key}, not by the export's node");
-                    self.fail(good_size, Class::Checkpoint, None, Some(k), reason);
-                    continue;
-                }
-                Ok((_, signed)) => signed,
-                Err(e) => {
-                    self.fail(good_size, Class::Checkpoint, None, Some(k), format!("not a valid node checkpoint: {e}"));
-                    continue;
-                }
-            };
-            let size = signed.checkpoint().size;
-            let root = signed.checkpoint().root;
-            if let Some((previous, previous_size, previous_root)) = good {
-                if size < previous_size {
-                    let reason =
-                        format!("size {size} is smaller than the size {previous_size} of checkpoint #{previous}");
-                    self.fail(good_size, Class::Checkpoint, None, Some(k), reason);
-                    continue;
-                }
-                if size == previous_size && root != previous_root {
-                    let reason = format!(
-                        "checkpoint #{k} and checkpoint #{previous} have the same size {size} and different roots: \
-                         the node signed two histories"
-                    );
-                    self.fail(good_size, Class::Checkpoint, None, Some(k), reason);
-                    continue;
+            // Read a chunk, check the notes and their signatures in
+            // parallel, then everything that depends on order here.
+            data.clear();
+            frames.clear();
+            let mut stop = None;
+            while number + (frames.len() as u64) < header.checkpoints && frames.len() < self.tuning.chunk_checkpoints {
+                match read_frame(reader, MAX_CHECKPOINT_BYTES, &mut data) {
+                    Ok(frame) => frames.push(frame),
+                    Err(s) => {
+                        stop = Some(s);
+                        break;
+                    }
                 }
             }
-            if size > records {
-                let reason = format!(
-                    "checkpoint #{k} has size {size} but the export has {records} records: records [{records}, {size}) \
-                     are missing"
-                );
-                self.fail(good_size, Class::Checkpoint, Some(good_size), Some(k), reason);
-                continue;
-            }
-            match self.tree.root_at(size) {
-                Ok(actual) if actual == root => {}
-                _ => {
-                    let reason = format!("records [{good_size}, {size}) do not match checkpoint #{k} (size {size})");
-                    self.fail(good_size, Class::Checkpoint, Some(good_size), Some(k), reason);
+            let notes = in_parallel(
+                &frames,
+                &self.tuning,
+                |part| part.iter().map(|frame| check_note(frame, &data, header)).collect(),
+                |_| Err("internal error: the verifier thread failed".to_owned()),
+            );
+            for note in notes {
+                let k = number;
+                number += 1;
+                self.report.checkpoints += 1;
+                let good_size = good.map_or(0, |(_, size, _)| size);
+                let (size, root) = match note {
+                    Ok(size_root) => size_root,
+                    Err(reason) => {
+                        self.fail(good_size, Class::Checkpoint, None, Some(k), reason);
+                        continue;
+                    }
+                };
+                if let Err((record, reason)) = self.check_checkpoint(k, size, root, good, records) {
+                    self.fail(good_size, Class::Checkpoint, record, Some(k), reason);
                     continue;
                 }
+                good = Some((k, size, root));
             }
-            if let Some((previous, previous_size, previous_root)) = good {
-                let consistent =
-                    self.tree.consistency_proof(previous_size, size).map_err(|e| e.to_string()).and_then(|proof| {
-                        verify_consistency(previous_size, size, &previous_root, &root, &proof)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = consistent {
-                    let reason = format!("checkpoint #{k} is not consistent with checkpoint #{previous}: {e}");
-                    self.fail(good_size, Class::Checkpoint, Some(good_size), Some(k), reason);
-                    continue;
-                }
+            if let Some(stop) = stop {
+                let good_size = good.map_or(0, |(_, size, _)| size);
+                let reason = match stop {
+                    Stop::End => format!(
+                        "the file ends before checkpoint frame #{number}, but the header announces {} checkpoints",
+                        header.checkpoints
+                    ),
+                    Stop::Broken(why) => why,
+                };
+                self.fail(good_size, Class::Checkpoint, None, Some(number), reason);
+                return;
             }
-            good = Some((k, size, root));
         }
+        // Count what follows, up to a point: a stream that never ends is
+        // not worth reading to its end.
+        const TRAILING_COUNT_LIMIT: u64 = 1 << 30;
         let mut rest = [0u8; 4096];
         let mut trailing = 0u64;
         loop {
             match reader.read(&mut rest) {
                 Ok(0) => break,
+                Ok(_) if trailing >= TRAILING_COUNT_LIMIT => break,
                 Ok(n) => trailing += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -880,8 +855,9 @@ impl Verifier {
             }
         }
         if trailing > 0 {
+            let at_least = if trailing >= TRAILING_COUNT_LIMIT { "at least " } else { "" };
             let reason = format!(
-                "{trailing} bytes follow the last of the {} checkpoint frames the header announces",
+                "{at_least}{trailing} bytes follow the last of the {} checkpoint frames the header announces",
                 header.checkpoints
             );
             self.fail(u64::MAX, Class::Coverage, None, None, reason);
@@ -891,6 +867,64 @@ impl Verifier {
             let reason = format!("records [{covered}, {records}) are not covered by any checkpoint signed by the node");
             self.fail(covered, Class::Coverage, Some(covered), None, reason);
         }
+    }
+
+    /// The checks of checkpoint #`k` (size and root as signed) that depend
+    /// on the records and on the last good checkpoint; a failure names the
+    /// first record it concerns, if it concerns records.
+    fn check_checkpoint(
+        &self,
+        k: u64,
+        size: u64,
+        root: Hash,
+        good: Option<(u64, u64, Hash)>,
+        records: u64,
+    ) -> Result<(), (Option<u64>, String)> {
+        let good_size = good.map_or(0, |(_, size, _)| size);
+        if let Some((previous, previous_size, previous_root)) = good {
+            if size < previous_size {
+                return Err((
+                    None,
+                    format!("size {size} is smaller than the size {previous_size} of checkpoint #{previous}"),
+                ));
+            }
+            if size == previous_size && root != previous_root {
+                return Err((
+                    None,
+                    format!(
+                        "checkpoint #{k} and checkpoint #{previous} have the same size {size} and different roots: \
+                         the node signed two histories"
+                    ),
+                ));
+            }
+        }
+        if size > records {
+            return Err((
+                Some(good_size),
+                format!(
+                    "checkpoint #{k} has size {size} but the export has {records} records: \
+                     records [{records}, {size}) are missing"
+                ),
+            ));
+        }
+        match self.tree.root_at(size) {
+            Ok(actual) if actual == root => {}
+            _ => {
+                let reason = format!("records [{good_size}, {size}) do not match checkpoint #{k} (size {size})");
+                return Err((Some(good_size), reason));
+            }
+        }
+        if let Some((previous, previous_size, previous_root)) = good {
+            let consistent =
+                self.tree.consistency_proof(previous_size, size).map_err(|e| e.to_string()).and_then(|proof| {
+                    verify_consistency(previous_size, size, &previous_root, &root, &proof).map_err(|e| e.to_string())
+                });
+            if let Err(e) = consistent {
+                let reason = format!("checkpoint #{k} is not consistent with checkpoint #{previous}: {e}");
+                return Err((Some(good_size), reason));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -975,6 +1009,68 @@ fn read_frame<R: Read>(reader: &mut R, max: usize, data: &mut Vec<u8>) -> Result
     let payload = start..start + len;
     let crc_ok = data.get(payload.clone()).is_some_and(|p| crc32c::crc32c(p) == crc);
     Ok(Frame { payload, crc_ok })
+}
+
+/// Runs `work` over `items` split into one run per thread, of at least
+/// `tuning.min_per_thread` items (on this thread alone when that makes one
+/// run), and returns the results in order. A run
+/// whose thread panicked gets `failed` for each item; a run for which no
+/// thread could be started is done here.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    tuning: &Tuning,
+    work: impl Fn(&[T]) -> Vec<R> + Sync,
+    failed: impl Fn(&T) -> R,
+) -> Vec<R> {
+    let per_thread = items.len().div_ceil(tuning.threads.max(1)).max(tuning.min_per_thread).max(1);
+    if per_thread >= items.len() {
+        return work(items);
+    }
+    std::thread::scope(|scope| {
+        let work = &work;
+        let spawned: Vec<_> = items
+            .chunks(per_thread)
+            .map(|part| {
+                (part, std::thread::Builder::new().name("fulcrum-audit".into()).spawn_scoped(scope, move || work(part)))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(items.len());
+        for (part, handle) in spawned {
+            match handle {
+                Ok(handle) => match handle.join() {
+                    Ok(done) => results.extend(done),
+                    // A panic is a bug: report the items as failed rather
+                    // than pass them or bring the auditor down.
+                    Err(_) => results.extend(part.iter().map(&failed)),
+                },
+                Err(_) => results.extend(work(part)),
+            }
+        }
+        results
+    })
+}
+
+/// The checks of one checkpoint frame that need nothing but the note: its
+/// CRC, its form, its origin and the node's signature. Returns the signed
+/// size and root.
+fn check_note(frame: &Frame, data: &[u8], header: &ExportHeader) -> Result<(u64, Hash), String> {
+    let bytes = data.get(frame.payload.clone()).unwrap_or_default();
+    if !frame.crc_ok {
+        return Err("CRC32C mismatch".to_owned());
+    }
+    let Ok(note) = std::str::from_utf8(bytes) else {
+        let hint = if bytes.first().is_some_and(|b| (0xa0..=0xbf).contains(b)) {
+            " (it looks like a CBOR record: does the header announce too few records?)"
+        } else {
+            ""
+        };
+        return Err(format!("not a UTF-8 note{hint}"));
+    };
+    match verify_node_checkpoint(note, &header.federation) {
+        Ok((key, _)) if key != header.node_key => Err(format!("signed by node {key}, not by the export's node")),
+        Ok((_, signed)) => Ok((signed.checkpoint().size, signed.checkpoint().root)),
+        Err(e) => Err(format!("not a valid node checkpoint: {e}")),
+    }
 }
 
 /// What the record checks need besides the records.
@@ -1344,6 +1440,19 @@ fn check_alone(raw: &Raw, context: &Context<'_>) -> Result<Summary, String> {
         }
         Raw::Evidence(e) => {
             expect_kind(e, "evidence", Kind::Evidence)?;
+            // What the evidence shows must check out too: every part of it is
+            // signed by the accused. The grace a federation gives before a
+            // missing contract counts is its own policy, not checked here.
+            let envelope = Envelope::from_wire(wire::Envelope {
+                kind: e.kind.as_str().to_owned(),
+                body: e.body.clone(),
+                signer: e.signer.to_bytes().to_vec(),
+                signature: e.signature.to_vec(),
+            })
+            .map_err(|err| format!("evidence envelope: {err}"))?;
+            let limits = Limits { missing_contract_grace_ms: 0, ..Limits::default() };
+            crate::witness::Evidence::open(&envelope, context.federation, &limits)
+                .map_err(|err| format!("evidence does not check out: {err}"))?;
             Ok(Summary::Plain)
         }
     }
@@ -1407,6 +1516,13 @@ mod tests {
         .seal(by)
     }
 
+    /// Evidence that `accused` signed two roots for one size, found by `witness`.
+    fn conflicting(witness: &Identity, accused: &Identity) -> Envelope {
+        let first = sign_node_checkpoint(accused, FED, 5, [1; 32]).unwrap();
+        let second = sign_node_checkpoint(accused, FED, 5, [2; 32]).unwrap();
+        crate::witness::Evidence::Conflicting { first, second }.seal(witness, &accused.public(), 5)
+    }
+
     /// One record of every type, all valid for node `id(1)`.
     fn records() -> Vec<Record> {
         let (node, peer) = (id(1), id(2));
@@ -1419,7 +1535,7 @@ mod tests {
             Record::Pending { contract: pending.clone() },
             Record::Abandoned { contract_id: pending.id() },
             Record::Termination { contract_id: c.id(), envelope: terminate(&peer, c.id()) },
-            Record::Evidence { envelope: Envelope::seal(&peer, Kind::Evidence, vec![9; 40]) },
+            Record::Evidence { envelope: conflicting(&peer, &id(3)) },
         ]
     }
 
@@ -1618,9 +1734,15 @@ mod tests {
     /// `records` as an export, checkpointed by the node every `every`
     /// records and at the end.
     fn export(records: &[Vec<u8>], every: u64) -> Vec<u8> {
+        export_over(records, records, every)
+    }
+
+    /// `records` as an export, with the node's checkpoints of `signed`
+    /// every `every` records and at its end.
+    fn export_over(records: &[Vec<u8>], signed: &[Vec<u8>], every: u64) -> Vec<u8> {
         let node = id(1);
-        let n = records.len() as u64;
-        let tree = MerkleTree::from_leaf_hashes(records.iter().map(|r| leaf_hash(r)));
+        let n = signed.len() as u64;
+        let tree = MerkleTree::from_leaf_hashes(signed.iter().map(|r| leaf_hash(r)));
         let mut sizes: Vec<u64> = (1..=n).filter(|s| s % every == 0).collect();
         if sizes.last() != Some(&n) {
             sizes.push(n);
@@ -1628,7 +1750,7 @@ mod tests {
         let header = ExportHeader {
             node_key: node.public(),
             federation: FED.into(),
-            records: n,
+            records: records.len() as u64,
             checkpoints: sizes.len() as u64,
             exported_at_ms: 42,
         };
@@ -1643,8 +1765,9 @@ mod tests {
         w.finish().unwrap()
     }
 
-    fn run(bytes: &[u8], threads: usize, chunk_records: usize, batch: usize) -> AuditReport {
-        Verifier::new(Tuning { threads, chunk_records, batch }).run(bytes)
+    fn run(bytes: &[u8], threads: usize, chunk: usize, batch: usize) -> AuditReport {
+        Verifier::new(Tuning { threads, min_per_thread: 1, chunk_records: chunk, chunk_checkpoints: chunk, batch })
+            .run(bytes)
     }
 
     /// Chunk, thread and batch boundaries change nothing: the same report,
@@ -1662,6 +1785,24 @@ mod tests {
         for (threads, chunk, batch) in tunings {
             assert_eq!(run(&bytes, threads, chunk, batch), reference);
         }
+        // A checkpoint after every record, and one removed record: the same
+        // verdict, naming the same record, whatever the tuning.
+        let notes_every = export(&records, 1);
+        let reference = run(&notes_every, 1, 1000, 256);
+        assert!(reference.is_ok(), "{reference}");
+        assert_eq!(reference.checkpoints, 60);
+        for (threads, chunk, batch) in tunings {
+            assert_eq!(run(&notes_every, threads, chunk, batch), reference);
+        }
+        let mut fewer = records.clone();
+        fewer.remove(17);
+        let spliced = export_over(&fewer, &records, 1);
+        let reference = run(&spliced, 1, 1000, 256);
+        assert_eq!(reference.first_failure.as_ref().unwrap().record, Some(17), "{reference}");
+        for (threads, chunk, batch) in tunings {
+            assert_eq!(run(&spliced, threads, chunk, batch), reference);
+        }
+
         // A node that logged a record with a bad signature and checkpointed
         // it: every checkpoint matches, and the record is named exactly.
         // Every record ends with a signature (the envelope's, or the

@@ -180,7 +180,7 @@ fn show_report(out: &Output, report: &AuditReport) -> Result<(), CliError> {
     out.show(report, |r| format!("{r}\n"))?;
     match &report.first_failure {
         None => Ok(()),
-        Some(f) => Err(CliError::Failed(format!("verification failed: {}", f.reason))),
+        Some(f) => Err(CliError::Failed(format!("verification failed: {f}"))),
     }
 }
 
