@@ -28,13 +28,16 @@ ctl() { local node=$1; shift; "$bin/fulcrumctl" --socket "$work/$node/admin.sock
 start() { # name port [bootstrap]
   local name=$1 port=$2 boot=${3:-}
   "$bin/fulcrumd" init --data-dir "$work/$name" > "$work/$name.init"
-  local args=(run --data-dir "$work/$name" --listen "/ip4/127.0.0.1/tcp/$port" --federation local-demo)
+  # Each daemon gets its own metrics port (the default 127.0.0.1:9464 fits one).
+  local metrics="127.0.0.1:$(port)"
+  local args=(run --data-dir "$work/$name" --listen "/ip4/127.0.0.1/tcp/$port" --federation local-demo
+    --metrics-listen "$metrics")
   [ -n "$boot" ] && args+=(--bootstrap "$boot")
   "$bin/fulcrumd" "${args[@]}" 2> "$work/$name.log" &
   pids+=($!)
   for _ in $(seq 100); do ctl "$name" status > /dev/null 2>&1 && break; sleep 0.1; done
   ctl "$name" status > /dev/null || { echo "$name did not start:"; cat "$work/$name.log"; exit 1; }
-  echo "started $name on 127.0.0.1:$port  peer $(awk '/peer id/ {print $3}' "$work/$name.init")"
+  echo "started $name on 127.0.0.1:$port  peer $(awk '/peer id/ {print $3}' "$work/$name.init")  metrics http://$metrics/metrics"
 }
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -15,13 +15,14 @@ use fulcrum_protocol::book::{BookError, Inserted, OfferBook};
 use fulcrum_protocol::checkpoint::{SignedCheckpoint, sign_node_checkpoint, verify_node_checkpoint};
 use fulcrum_protocol::contract::SignedContract;
 use fulcrum_protocol::envelope::{Envelope, Kind};
-use fulcrum_protocol::ids::{ContractId, NegotiationId, RequestId};
+use fulcrum_protocol::ids::{ContractId, RequestId};
 use fulcrum_protocol::keys::{Identity, PublicKey};
 use fulcrum_protocol::matching::Constraints;
-use fulcrum_protocol::messages::{Message, Reject, RejectCode, TerminationReason};
-use fulcrum_protocol::negotiation::{Consumer, Event, FailReason, Outgoing, PlaceTerms, Provider, Step};
-use fulcrum_protocol::offer::{Offer, OfferKey, SignedOffer};
+use fulcrum_protocol::membership::MembershipError;
 use fulcrum_protocol::merkle::Hash;
+use fulcrum_protocol::messages::{Message, Reject, RejectCode, TerminationReason};
+use fulcrum_protocol::negotiation::{Consumer, Event, Outgoing, Provider, Role, Step};
+use fulcrum_protocol::offer::{Offer, OfferKey, SignedOffer};
 use fulcrum_protocol::record::Record;
 use fulcrum_protocol::witness::{self, Evidence, Inclusion, Outcome, SealedEvidence, Witness};
 use futures::StreamExt;
@@ -38,7 +39,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::NodeConfig;
+use crate::members::Members;
+use crate::metrics::Metrics;
 use crate::net::{self, Behaviour, BehaviourEvent, PeerIds, RateLimiter};
+use crate::placement::{self, Placements};
 use crate::store::checkpoints::CheckpointFile;
 use crate::store::index::Index;
 use crate::store::log::AgreementLog;
@@ -84,6 +88,8 @@ pub enum AdminCommand {
     Prove(ContractId, oneshot::Sender<Result<wire::ProveResult, String>>),
     /// Sign a checkpoint of everything durable and say what an export holds.
     Export(oneshot::Sender<Result<ExportSnapshot, String>>),
+    /// Apply, log and gossip a revocation signed by k authorities.
+    Revoke(Box<fulcrum_protocol::membership::Revocation>, oneshot::Sender<Result<wire::PublishRevocationResult, String>>),
 }
 
 /// What an export of the log holds: the first `records` records of the log
@@ -134,6 +140,7 @@ enum Reply {
     None,
     Offer(oneshot::Sender<Result<wire::OfferView, String>>),
     Terminated(oneshot::Sender<Result<(), String>>),
+    Placed(placement::PlaceReply, Box<Result<wire::PlaceResult, String>>),
 }
 
 /// An effect waiting for its records to be durable.
@@ -156,13 +163,6 @@ enum ProofAsk {
 
 type Durable = BoxFuture<'static, (Result<u64, String>, Pending)>;
 
-struct PlaceJob {
-    reply: oneshot::Sender<Result<wire::PlaceResult, String>>,
-    candidates: VecDeque<Offer>,
-    terms: PlaceTerms,
-    tried: Vec<String>,
-}
-
 /// The running node.
 pub struct Node {
     config: NodeConfig,
@@ -183,13 +183,15 @@ pub struct Node {
     /// Per peer, the last sync cursor and pages pulled in this connection.
     syncing: HashMap<PeerId, (Vec<u8>, u32)>,
     effects: FuturesOrdered<Durable>,
-    places: HashMap<NegotiationId, PlaceJob>,
+    placements: Placements,
     events: broadcast::Sender<ContractNotice>,
     commands: mpsc::Receiver<AdminCommand>,
     connected: HashMap<PeerId, (Vec<Multiaddr>, u64)>,
     started: Instant,
     offer_ttl_ms: u64,
     audit: Audit,
+    members: Members,
+    metrics: Metrics,
 }
 
 /// The node's side of verifiable logs: its own checkpoints, the witnessed
@@ -316,6 +318,8 @@ pub struct Parts {
     pub records: Vec<Record>,
     /// The opened index.
     pub index: Index,
+    /// Where the node reports its metrics and liveness.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for Parts {
@@ -327,7 +331,8 @@ impl std::fmt::Debug for Parts {
 impl Node {
     /// Restores the engines from the log, opens the swarm and starts listening.
     pub fn start(parts: Parts) -> anyhow::Result<(Node, Handles)> {
-        let Parts { config, secret, log, records, index } = parts;
+        let Parts { config, secret, log, records, index, metrics } = parts;
+        log.observe_fsyncs(metrics.fsync_observer());
         let limits = Limits {
             hold_ttl_ms: config.ms(&config.hold_ttl),
             reply_timeout_ms: config.ms(&config.reply_timeout),
@@ -360,11 +365,25 @@ impl Node {
         }
         info!(own = provider.own_offers().count(), peers = restored, "offer book restored");
         let audit = Audit::restore(&config, &limits, me, &log, &records, &index)?;
+        let mut members = Members::load(&config, me, &limits, now)?;
+        for record in &records {
+            if let Record::Revocation { revocation } = record
+                && let Err(e) = members.add_revocation(revocation.clone())
+            {
+                warn!(error = %e, "a logged revocation does not verify against the charter");
+            }
+        }
+        // Offers restored above from members revoked since are dropped.
+        for record in &records {
+            if let Record::Revocation { revocation } = record {
+                book.remove_provider(&revocation.body().member);
+            }
+        }
 
         let key = net::keypair(&identity).map_err(anyhow::Error::msg)?;
         let topic = net::offers_topic(&config.federation);
         let max_peers = config.max_peers;
-        let topic_hashes = [topic.hash(), audit.topic.hash()];
+        let topic_hashes = [topic.hash(), audit.topic.hash(), members.topic.hash()];
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
@@ -381,6 +400,7 @@ impl Node {
             .build();
         swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
         swarm.behaviour_mut().gossipsub.subscribe(&audit.topic)?;
+        swarm.behaviour_mut().gossipsub.subscribe(&members.topic)?;
         for addr in &config.listen {
             swarm.listen_on(addr.parse()?)?;
         }
@@ -399,6 +419,7 @@ impl Node {
         let (commands_tx, commands) = mpsc::channel(256);
         let (events, _) = broadcast::channel(1024);
         let handles = Handles { commands: commands_tx, events: events.clone(), index: index.clone(), me };
+        let placements = Placements::restore(limits.clone(), &records);
         let node = Node {
             offer_ttl_ms: config.ms(&config.offer_ttl),
             rate: RateLimiter::new(config.peer_rate_per_sec, config.peer_burst),
@@ -418,12 +439,14 @@ impl Node {
             strikes: HashMap::new(),
             syncing: HashMap::new(),
             effects: FuturesOrdered::new(),
-            places: HashMap::new(),
+            placements,
             events,
             commands,
             connected: HashMap::new(),
             started: Instant::now(),
             audit,
+            members,
+            metrics,
         };
         info!(peer_id = %node.swarm.local_peer_id(), key = %me, federation = %node.config.federation, "fulcrumd started");
         Ok((node, handles))
@@ -566,8 +589,16 @@ impl Node {
             if let Reply::Offer(tx) = p.reply {
                 let _ = tx.send(Ok(view));
             }
-        } else if let Reply::Terminated(tx) = p.reply {
-            let _ = tx.send(Ok(()));
+        } else {
+            match p.reply {
+                Reply::Terminated(tx) => {
+                    let _ = tx.send(Ok(()));
+                }
+                Reply::Placed(tx, result) => {
+                    let _ = tx.send(*result);
+                }
+                Reply::None | Reply::Offer(_) => {}
+            }
         }
         let mut channel = p.channel;
         for out in p.send {
@@ -593,43 +624,67 @@ impl Node {
 
     fn on_event(&mut self, event: Event) {
         let now = now_ms();
+        let (placements, engines) = self.placing(now);
+        let effects = placements.on_event(engines, &event);
+        self.perform_placement(effects);
         match event {
             Event::ContractActive { contract_id, role } => {
                 info!(contract = %contract_id, ?role, "contract active");
+                self.metrics.contract(role_name(role), "active");
                 let _ = self.events.send(ContractNotice { event: "active", contract_id, at_ms: now });
             }
             Event::ContractTerminated { contract_id, reason, role } => {
                 info!(contract = %contract_id, ?reason, ?role, "contract terminated");
+                self.metrics.contract(role_name(role), "terminated");
                 let _ = self.events.send(ContractNotice { event: "terminated", contract_id, at_ms: now });
             }
             Event::ContractEnded { contract_id, role } => {
                 info!(contract = %contract_id, ?role, "contract ended");
+                self.metrics.contract(role_name(role), "ended");
                 let _ = self.events.send(ContractNotice { event: "ended", contract_id, at_ms: now });
-            }
-            Event::Placed { negotiation_id, contract_id } => {
-                if let Some(job) = self.places.remove(&negotiation_id) {
-                    let result = self
-                        .contract_view(&contract_id)
-                        .map(|v| wire::PlaceResult { contracts: vec![v], explanation: String::new() });
-                    let _ = job.reply.send(result);
-                }
-            }
-            Event::Failed { negotiation_id, reason } => {
-                if let Some(mut job) = self.places.remove(&negotiation_id) {
-                    job.tried.push(describe_failure(&reason));
-                    self.next_candidate(job);
-                }
             }
             Event::ProposalRejected { consumer, code } => {
                 debug!(consumer = %consumer.short(), ?code, "proposal rejected");
+                self.metrics.proposal(&reject_code_name(code));
             }
-            Event::HoldGranted { .. } | Event::HoldEnded { .. } => {}
+            Event::HoldGranted { .. } => self.metrics.proposal("held"),
+            // Placements (above) follow these.
+            Event::HoldEnded { .. } | Event::Held { .. } | Event::Placed { .. } | Event::Failed { .. } => {}
+        }
+    }
+
+    /// The placements and the engines they drive, borrowed together.
+    fn placing(&mut self, now: u64) -> (&mut Placements, placement::Engines<'_>) {
+        let engines = placement::Engines {
+            now,
+            consumer: &mut self.consumer,
+            rng: &mut self.rng,
+            book: &self.book,
+            index: &self.index,
+        };
+        (&mut self.placements, engines)
+    }
+
+    /// Queues a placement's effects, then its answers behind them.
+    fn perform_placement(&mut self, effects: placement::Effects) {
+        if !effects.step.is_empty() {
+            self.perform(effects.step, None);
+        }
+        for answer in effects.answers {
+            self.perform_with(Step::default(), None, None, Reply::Placed(answer.reply, Box::new(answer.result)));
         }
     }
 
     // ---- swarm ---------------------------------------------------------
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&event);
+        match &event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.metrics.record(e),
+            _ => {}
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
@@ -643,7 +698,15 @@ impl Node {
                 if endpoint.is_dialer() {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
-                if num_established.get() == 1 {
+                if num_established.get() == 1 && endpoint.is_dialer() {
+                    // Certificates and revocations first, so that what this
+                    // peer forwards can be checked.
+                    let exchange = self.members.exchange();
+                    self.swarm.behaviour_mut().membership.send_request(&peer_id, exchange);
+                }
+                // In a closed federation the book is pulled once the
+                // certificates are exchanged, so its authors can be checked.
+                if num_established.get() == 1 && self.members.is_open() {
                     debug!(%peer_id, "connected; pulling its offer book");
                     self.request_sync(peer_id, Vec::new());
                 }
@@ -651,6 +714,7 @@ impl Node {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
                 self.audit.peer_keys.remove(&peer_id);
+                self.members.exchanged.remove(&peer_id);
                 self.rate.forget(&peer_id);
                 self.strikes.remove(&peer_id);
                 self.syncing.remove(&peer_id);
@@ -686,11 +750,21 @@ impl Node {
                 message_id,
                 message,
             })) => {
-                let acceptance = if message.topic == self.audit.topic.hash() {
-                    self.on_audit_gossip(&message.data)
+                let (topic, acceptance) = if message.topic == self.audit.topic.hash() {
+                    ("audit", self.on_audit_gossip(&message.data))
+                } else if message.topic == self.members.topic.hash() {
+                    ("membership", self.on_membership_gossip(&message.data))
                 } else {
-                    self.on_gossip(&message.data)
+                    ("offers", self.on_gossip(&message.data))
                 };
+                self.metrics.gossip(
+                    topic,
+                    match acceptance {
+                        MessageAcceptance::Accept => "accept",
+                        MessageAcceptance::Reject => "reject",
+                        MessageAcceptance::Ignore => "ignore",
+                    },
+                );
                 if acceptance == MessageAcceptance::Reject {
                     self.strike(propagation_source, "invalid gossip");
                 }
@@ -703,6 +777,7 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Negotiate(event)) => self.on_negotiate(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Proofs(event)) => self.on_proofs(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Membership(event)) => self.on_membership(event),
             _ => {}
         }
     }
@@ -736,8 +811,19 @@ impl Node {
 
     fn insert_offer(&mut self, signed: SignedOffer, now: u64) -> MessageAcceptance {
         let key = signed.offer().key();
+        // Only members may offer: an unknown author may simply not be known
+        // yet (ignored, not forwarded); a revoked or expired one is refused.
+        match self.members.check(&key.provider, now) {
+            Ok(()) => {}
+            Err(MembershipError::NoCertificate(_)) => return MessageAcceptance::Ignore,
+            Err(e) => {
+                debug!(offer = %key, error = %e, "offer from a non-member refused");
+                return MessageAcceptance::Reject;
+            }
+        }
+        let attested = self.members.attested(&key.provider, now);
         let bytes = signed.envelope().encode();
-        match self.book.insert(signed, BTreeSet::new(), now) {
+        match self.book.insert(signed, attested, now) {
             Ok(Inserted::New | Inserted::Replaced { .. } | Inserted::Withdrawn) => {
                 if let Err(e) = self.index.put_offer(&key, &bytes) {
                     warn!(error = %e, "cannot index offer");
@@ -810,6 +896,15 @@ impl Node {
             self.refuse(channel, RejectCode::Malformed, "malformed or misattributed message");
             return;
         };
+        // Non-members get no hold. Contracts made before a revocation can
+        // still be wound down: terminations and status questions pass.
+        if !matches!(envelope.kind(), Kind::Terminate | Kind::Terminated | Kind::StatusRequest)
+            && let Err(e) = self.members.check(&envelope.signer(), now)
+        {
+            self.refuse(channel, RejectCode::NotAMember, &format!("not a member of the federation: {e}"));
+            self.strike(peer, "proposal from a non-member");
+            return;
+        }
         // Terminate goes to whichever role this node has in the contract.
         let step = if envelope.kind() == Kind::Terminate && self.consumer_owns(&envelope) {
             self.consumer.handle(now, &mut self.rng, &envelope)
@@ -829,6 +924,7 @@ impl Node {
     }
 
     fn refuse(&mut self, channel: ResponseChannel<Vec<u8>>, code: RejectCode, message: &str) {
+        self.metrics.proposal(&reject_code_name(code));
         let reject = Message::Reject(Reject { request_id: RequestId([0; 16]), code, message: message.into() });
         let _ = self.swarm.behaviour_mut().negotiate.send_response(channel, reject.seal(&self.identity).encode());
     }
@@ -918,10 +1014,45 @@ impl Node {
             self.perform(step, None);
         }
         self.maybe_checkpoint(false);
+        self.refresh_gauges();
+    }
+
+    /// Gauges cheap enough to set on every tick, and the heartbeat.
+    fn refresh_gauges(&self) {
+        let g = self.metrics.gauges();
+        let own = self.audit.own.as_ref().map(|cp| cp.checkpoint().size);
+        g.peers_connected.set(gauge(self.connected.len()));
+        g.holds_live.set(gauge(self.provider.live_holds()));
+        g.log_records.set(gauge(self.log.len()));
+        g.checkpoint_size.set(gauge(own.unwrap_or(0)));
+        g.checkpoint_age_seconds.set(self.audit.last_signed.elapsed().as_secs_f64());
+        g.evidence.set(gauge(self.audit.evidence.len()));
+        g.effects_pending.set(gauge(self.effects.len()));
+        self.metrics.set_checkpoint_signed(own.is_some());
+        self.metrics.beat();
+    }
+
+    /// Gauges that walk the offer book or the index: every slow tick.
+    fn refresh_slow_gauges(&self, now: u64) {
+        let g = self.metrics.gauges();
+        g.offers_known.set(gauge(self.book.live(now).count()));
+        g.offers_own.set(gauge(self.provider.own_offers().filter(|o| !o.offer().is_withdrawal()).count()));
+        g.witnessed_nodes.set(gauge(self.audit.witness.nodes().count()));
+        g.members_known.set(gauge(self.members.known()));
+        let (_, not_after) = self.members.standing(now);
+        let left_s = if not_after == 0 { 0 } else { (i128::from(not_after) - i128::from(now)) / 1_000 };
+        g.certificate_expiry_seconds.set(i64::try_from(left_s).unwrap_or(i64::MAX));
+        match self.index.active_contracts(now) {
+            Ok(n) => {
+                g.contracts_active.set(gauge(n));
+            }
+            Err(e) => debug!(error = %e, "cannot count active contracts for the metrics"),
+        }
     }
 
     fn on_slow_tick(&mut self) {
         let now = now_ms();
+        self.police_members(now);
         if let Err(e) = self.audit.file.sync() {
             warn!(path = %self.audit.file.path().display(), error = %e, "cannot fsync the checkpoints file");
         }
@@ -933,21 +1064,11 @@ impl Node {
         for (signed, step) in self.provider.reannounce(now, self.offer_ttl_ms) {
             self.perform_with(step, None, Some(signed), Reply::None);
         }
-        // A placement still waiting for its commit's outcome after its deadline
-        // is answered now; the engine keeps reconciling with the provider and
-        // the contract, if any, appears in `contracts list`.
-        let grace = self.config.ms(&self.config.reply_timeout) * 4;
-        let overdue: Vec<NegotiationId> =
-            self.places.iter().filter(|(_, j)| now > j.terms.deadline_ms + grace).map(|(id, _)| *id).collect();
-        for id in overdue {
-            if let Some(job) = self.places.remove(&id) {
-                let _ = job.reply.send(Err(format!(
-                    "no answer from the provider before the deadline ({}); the outcome will be reconciled \
-                     and shown by 'fulcrumctl contracts list'",
-                    job.tried.join("; ")
-                )));
-            }
-        }
+        // Placements past their deadline end now (commits still unanswered
+        // count as refused); contracts of ended placements are repaired.
+        let (placements, engines) = self.placing(now);
+        let effects = placements.tick(engines);
+        self.perform_placement(effects);
         let expired = self.book.expire_keys(now);
         for key in &expired {
             if let Err(e) = self.index.remove_offer(key) {
@@ -956,6 +1077,128 @@ impl Node {
         }
         if !expired.is_empty() {
             debug!(expired = expired.len(), "expired offers dropped");
+        }
+        self.refresh_slow_gauges(now);
+    }
+
+    // ---- membership ----------------------------------------------------
+
+    /// True when the checkpoint's node is a member now.
+    fn checkpoint_by_member(&self, note: &str, now: u64) -> bool {
+        verify_node_checkpoint(note, &self.config.federation)
+            .is_ok_and(|(node, _)| self.members.check(&node, now).is_ok())
+    }
+
+    fn on_membership_gossip(&mut self, data: &[u8]) -> MessageAcceptance {
+        match self.members.on_gossip(data, now_ms()) {
+            crate::members::Gossiped::New(Some(revocation)) => {
+                if let Err(e) = self.apply_revocation(revocation, false) {
+                    warn!(error = %e, "cannot apply a gossiped revocation");
+                }
+                MessageAcceptance::Accept
+            }
+            crate::members::Gossiped::New(None) => MessageAcceptance::Accept,
+            crate::members::Gossiped::Known => MessageAcceptance::Ignore,
+            crate::members::Gossiped::Invalid(why) => {
+                debug!(%why, "rejected membership message");
+                MessageAcceptance::Reject
+            }
+        }
+    }
+
+    fn on_membership(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event as E, Message as M};
+        let (peer, bytes, channel) = match event {
+            E::Message { peer, message: M::Request { request, channel, .. }, .. } => (peer, request, Some(channel)),
+            E::Message { peer, message: M::Response { response, .. }, .. } => (peer, response, None),
+            E::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "membership exchange failed");
+                return;
+            }
+            _ => return,
+        };
+        if !self.rate.allow(peer, now_ms()) {
+            return;
+        }
+        match self.members.on_exchange(&bytes, now_ms()) {
+            Ok(revocations) => {
+                for revocation in revocations {
+                    if let Err(e) = self.apply_revocation(revocation, false) {
+                        warn!(error = %e, "cannot apply a revocation from a peer");
+                    }
+                }
+            }
+            Err(why) => self.strike(peer, &why),
+        }
+        if !self.members.is_open() && self.members.exchanged.insert(peer) {
+            debug!(%peer, "certificates exchanged; pulling its offer book");
+            self.request_sync(peer, Vec::new());
+        }
+        if let Some(channel) = channel {
+            let exchange = self.members.exchange();
+            let _ = self.swarm.behaviour_mut().membership.send_response(channel, exchange);
+        }
+    }
+
+    /// Applies a verified revocation: the member's offers go, it is
+    /// disconnected, the revocation is logged (and gossiped when this node
+    /// was handed it). Contracts made before stay in the log.
+    fn apply_revocation(
+        &mut self,
+        revocation: fulcrum_protocol::membership::Revocation,
+        announce: bool,
+    ) -> Result<bool, String> {
+        let member = revocation.body().member;
+        let new = self.members.add_revocation(revocation.clone()).map_err(|e| format!("revocation refused: {e}"))?;
+        if !new {
+            return Ok(false);
+        }
+        let dropped = self.book.remove_provider(&member);
+        info!(%member, offers_dropped = dropped, "revocation applied");
+        if let Some(peer) = self.peer_ids.of(&member)
+            && self.swarm.is_connected(&peer)
+        {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let gossip = if announce { Members::revocation_gossip(&revocation) } else { None };
+        let step = Step { persist: vec![Record::Revocation { revocation }], ..Step::default() };
+        self.perform_full(step, None, None, None, Reply::None);
+        if let Some(bytes) = gossip
+            && let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.members.topic.clone(), bytes)
+        {
+            debug!(error = %e, "revocation not gossiped now (peers get it when they connect)");
+        }
+        Ok(true)
+    }
+
+    /// Peers that are not members are disconnected once they had time to
+    /// present a certificate; the own certificate is gossiped once the mesh
+    /// is there; its coming expiry is warned about.
+    fn police_members(&mut self, now: u64) {
+        if let Some(warning) = self.members.expiry_warning(now) {
+            error!("{warning}");
+        }
+        if !self.members.own_published
+            && let Some(bytes) = self.members.own_gossip()
+            && self.swarm.behaviour_mut().gossipsub.publish(self.members.topic.clone(), bytes).is_ok()
+        {
+            self.members.own_published = true;
+        }
+        let grace = 10_000;
+        let outsiders: Vec<(PeerId, PublicKey)> = self
+            .audit
+            .peer_keys
+            .iter()
+            .filter(|(peer, key)| {
+                self.connected.get(*peer).is_some_and(|(_, since)| now.saturating_sub(*since) > grace)
+                    && self.members.check(key, now).is_err()
+            })
+            .map(|(p, k)| (*p, *k))
+            .collect();
+        for (peer, key) in outsiders {
+            let why = self.members.check(&key, now).err().map(|e| e.to_string()).unwrap_or_default();
+            warn!(%peer, node = %key, %why, "disconnecting a peer that is not a member of the federation");
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -1013,6 +1256,9 @@ impl Node {
         };
         let now = now_ms();
         match item {
+            Item::Checkpoint(c) if !self.members.is_open() && !self.checkpoint_by_member(&c.note, now) => {
+                MessageAcceptance::Ignore
+            }
             Item::Checkpoint(c) => match self.audit.witness.observe(&c.note, now, &mut self.rng) {
                 Ok(outcome) => {
                     if let Some(outcome) = outcome {
@@ -1026,14 +1272,12 @@ impl Node {
                 }
             },
             Item::Evidence(w) => {
-                let opened = Envelope::from_wire(w)
-                    .map_err(|e| e.to_string())
-                    .and_then(|env| {
-                        if env.encode().len() > MAX_EVIDENCE_BYTES {
-                            return Err("evidence too large".into());
-                        }
-                        Evidence::open(&env, &self.config.federation, &self.limits).map_err(|e| e.to_string())
-                    });
+                let opened = Envelope::from_wire(w).map_err(|e| e.to_string()).and_then(|env| {
+                    if env.encode().len() > MAX_EVIDENCE_BYTES {
+                        return Err("evidence too large".into());
+                    }
+                    Evidence::open(&env, &self.config.federation, &self.limits).map_err(|e| e.to_string())
+                });
                 match opened {
                     Ok(sealed) => {
                         if !self.audit.seen.insert(sealed.evidence.digest()) {
@@ -1084,10 +1328,11 @@ impl Node {
             "node rewrote or denied its history: {}",
             evidence.describe()
         );
+        self.metrics.evidence_found(evidence.kind_name());
         let now = now_ms();
         let envelope = evidence.seal(&self.identity, &accused, now);
-        let announce = wire::AuditGossip { item: Some(wire::audit_gossip::Item::Evidence(envelope.to_wire())) }
-            .encode_to_vec();
+        let announce =
+            wire::AuditGossip { item: Some(wire::audit_gossip::Item::Evidence(envelope.to_wire())) }.encode_to_vec();
         self.persist_and_announce(vec![Record::Evidence { envelope: envelope.clone() }], Some(announce));
         self.audit.evidence.push(SealedEvidence { accused, observed_at_ms: now, evidence, envelope });
     }
@@ -1341,9 +1586,8 @@ impl Node {
                             log_size: key
                                 .and_then(|k| self.audit.witness.latest(k))
                                 .map_or(0, |cp| cp.checkpoint().size),
-                            evidence: key.map_or(0, |k| {
-                                self.audit.evidence.iter().filter(|e| e.accused == *k).count() as u32
-                            }),
+                            evidence: key
+                                .map_or(0, |k| self.audit.evidence.iter().filter(|e| e.accused == *k).count() as u32),
                         }
                     })
                     .collect();
@@ -1392,6 +1636,13 @@ impl Node {
                 let _ = tx.send(self.evidence_list());
             }
             AdminCommand::Prove(id, tx) => self.prove(id, tx),
+            AdminCommand::Revoke(revocation, tx) => {
+                let member = revocation.body().member;
+                let result = self
+                    .apply_revocation(*revocation, true)
+                    .map(|new| wire::PublishRevocationResult { member: member.to_bytes().to_vec(), new });
+                let _ = tx.send(result);
+            }
             AdminCommand::Export(tx) => {
                 let _ = tx.send(self.export_snapshot());
             }
@@ -1407,7 +1658,11 @@ impl Node {
     }
 
     fn status(&self) -> wire::NodeStatus {
+        let (membership, certificate_not_after_ms) = self.members.standing(now_ms());
         wire::NodeStatus {
+            membership,
+            certificate_not_after_ms,
+            members_known: self.members.known() as u32,
             node_key: self.me.to_bytes().to_vec(),
             peer_id: self.swarm.local_peer_id().to_string(),
             federation: self.config.federation.clone(),
@@ -1449,7 +1704,7 @@ impl Node {
 
     fn place(&mut self, req: wire::PlaceRequest, tx: oneshot::Sender<Result<wire::PlaceResult, String>>, now: u64) {
         let min = req.min_per_unit.clone().unwrap_or_default();
-        let mut constraints = match constraints_from(
+        let constraints = match constraints_from(
             min.vcpu,
             min.memory_mib,
             min.storage_gib,
@@ -1464,100 +1719,29 @@ impl Node {
                 return;
             }
         };
-        if req.units == 0 {
-            let _ = tx.send(Err("--units must be at least 1".into()));
-            return;
-        }
-        let duration_ms = if req.duration_ms == 0 { 720 * 3_600_000 } else { req.duration_ms };
-        constraints.min_units = req.units;
-        for g in &min.gpus {
-            constraints.min_per_unit.gpus.insert(g.model.clone(), g.count);
-        }
-        constraints.duration_ms = Some(duration_ms);
-        constraints.min_sla_permille = req.min_sla_permille;
-        let candidates: VecDeque<Offer> = self
-            .book
-            .query(&constraints, now)
-            .into_iter()
-            .map(|e| e.signed.offer().clone())
-            .filter(|o| o.provider != self.me)
-            .collect();
-        if candidates.is_empty() {
-            let why = self.book.explain(&constraints, now);
-            let mut parts: Vec<String> = why.iter().map(|(m, n)| format!("{n} offer(s): {m}")).collect();
-            if parts.is_empty() {
-                parts.push("the offer book is empty (no peers yet?)".into());
-            }
-            let _ = tx.send(Ok(wire::PlaceResult {
-                contracts: vec![],
-                explanation: format!("nothing fits: {}", parts.join("; ")),
-            }));
-            return;
-        }
-        if req.dry_run {
-            let plan: Vec<String> = candidates
-                .iter()
-                .take(5)
-                .map(|o| format!("{} at {} ({} units)", o.key(), o.unit_price_per_hour, o.units_available))
-                .collect();
-            let _ = tx.send(Ok(wire::PlaceResult {
-                contracts: vec![],
-                explanation: format!("dry run: would propose to {}", plan.join(", then ")),
-            }));
-            return;
-        }
-        let max_price = req.max_unit_price.as_ref().map_or(u64::MAX, |p| p.micros);
-        let currency = candidates
-            .front()
-            .map(|o| o.unit_price_per_hour.currency)
-            .unwrap_or(fulcrum_protocol::offer::Currency::EUR);
-        let terms = PlaceTerms {
-            units: req.units,
-            min_units: req.units,
-            max_unit_price: fulcrum_protocol::offer::Price { currency, micros: max_price },
-            start_ms: if req.start_ms == 0 { now } else { req.start_ms },
-            duration_ms,
-            deadline_ms: now + self.config.ms(&self.config.place_deadline),
-        };
-        self.next_candidate(PlaceJob { reply: tx, candidates, terms, tried: Vec::new() });
-    }
-
-    /// Proposes to the next-best candidate, or answers with why none worked.
-    fn next_candidate(&mut self, mut job: PlaceJob) {
-        let now = now_ms();
-        while let Some(offer) = job.candidates.pop_front() {
-            if now >= job.terms.deadline_ms {
-                break;
-            }
-            // Each candidate gets a slice of the deadline, so one provider that
-            // never answers cannot use up the whole placement.
-            let attempt_ms = (self.limits.reply_timeout_ms * 3).max(1_000);
-            let terms = PlaceTerms { deadline_ms: job.terms.deadline_ms.min(now + attempt_ms), ..job.terms };
-            match self.consumer.start(now, &mut self.rng, &offer, terms) {
-                Ok((id, step)) => {
-                    debug!(offer = %offer.key(), negotiation = %id, "proposing");
-                    job.tried.push(format!("{}", offer.key()));
-                    self.places.insert(id, job);
-                    self.perform(step, None);
-                    return;
-                }
-                Err(e) => job.tried.push(format!("{}: {e}", offer.key())),
-            }
-        }
-        let _ = job.reply.send(Err(format!("placement failed: {}", job.tried.join("; "))));
-    }
-
-    fn contract_view(&self, id: &ContractId) -> Result<wire::ContractView, String> {
-        let entry = self.index.contract(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("no contract {id}"))?;
-        contract_view(*id, &entry, now_ms())
+        let deadline_ms = now + self.config.ms(&self.config.place_deadline);
+        let (placements, engines) = self.placing(now);
+        let effects = placements.place(engines, req, constraints, deadline_ms, tx);
+        self.perform_placement(effects);
     }
 }
 
-fn describe_failure(reason: &FailReason) -> String {
-    match reason {
-        FailReason::Rejected(code, msg) => format!("rejected ({}): {msg}", code.as_str_name()),
-        other => format!("{other:?}"),
+/// A count as a gauge value.
+fn gauge(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Provider => "provider",
+        Role::Consumer => "consumer",
     }
+}
+
+/// `no_capacity` for `REJECT_CODE_NO_CAPACITY`.
+fn reject_code_name(code: RejectCode) -> String {
+    let name = code.as_str_name();
+    name.strip_prefix("REJECT_CODE_").unwrap_or(name).to_ascii_lowercase()
 }
 
 fn is_dialable(addr: &Multiaddr) -> bool {

@@ -6,7 +6,11 @@
 //! - [`net`]: the libp2p swarm: gossip, negotiation and sync protocols.
 //! - [`admin`]: the gRPC admin API on a Unix socket, and its client.
 //! - [`cli`]: `fulcrumctl` commands and their output.
+//! - [`metrics`]: Prometheus metrics, health and readiness over HTTP.
 //! - [`charter`]: the federation charter, member certificates and revocations on disk.
+//! - [`members`]: federation membership as the daemon enforces it.
+//! - [`placement`]: composite placements: the daemon's side of the protocol's
+//!   coordinator, and the admin views of placements.
 //! - [`daemon`]: the event loop that feeds the protocol engines and performs
 //!   their effects in order: persist, then send, then report.
 
@@ -15,6 +19,9 @@ pub mod charter;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod members;
+pub mod metrics;
 pub mod net;
 pub mod offer_file;
+pub mod placement;
 pub mod store;

@@ -193,6 +193,7 @@ struct Seen {
     place: Option<wire::PlaceRequest>,
     show: Option<wire::ContractQuery>,
     terminate: Option<wire::TerminateContractRequest>,
+    terminate_placement: Option<wire::TerminatePlacementRequest>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -272,6 +273,53 @@ fn all_contracts() -> Vec<wire::ContractView> {
     ]
 }
 
+fn placement_a() -> Vec<u8> {
+    vec![0x5a; 16]
+}
+
+fn placement_b() -> Vec<u8> {
+    let mut id = vec![0x5a; 16];
+    id[5] = 0x0b;
+    id
+}
+
+fn placement(id: Vec<u8>, state: &str, contracts: Vec<Vec<u8>>) -> wire::PlacementView {
+    let partial = state == "partial-repaired";
+    wire::PlacementView {
+        placement_id: id,
+        state: state.into(),
+        terms: Some(wire::PlacementTerms {
+            units: 2,
+            spread: wire::Spread::Countries as i32,
+            min_per_unit: Some(wire::Resources { vcpu: 8, memory_mib: 16_384, ..wire::Resources::default() }),
+            countries: vec!["DE".into(), "FR".into()],
+            labels: vec!["iso:27001".into()],
+            attested_labels: true,
+            min_sla_permille: 995,
+            max_unit_price: eur(500_000),
+            start_ms: 1_763_884_800_000,
+            duration_ms: 720 * 3_600_000,
+        }),
+        contracts: contracts
+            .into_iter()
+            .map(|c| {
+                let state = if partial { wire::ContractState::Terminated } else { wire::ContractState::Active };
+                contract(c, state, true)
+            })
+            .collect(),
+        unresolved: if partial { vec![vec![0x77; 32]] } else { vec![] },
+        attempts: if partial { 3 } else { 1 },
+        reason: if partial { "no answer to a commit before the deadline".into() } else { String::new() },
+        started_at_ms: 1_763_884_800_000,
+        updated_at_ms: 1_763_884_803_000,
+        log_index: 9,
+    }
+}
+
+fn all_placements() -> Vec<wire::PlacementView> {
+    vec![placement(placement_a(), "complete", vec![id_a()]), placement(placement_b(), "partial-repaired", vec![id_b()])]
+}
+
 fn offer_view(offer_id: &str, country: &str, micros: u64, labels: &[&str], attested: &[&str]) -> wire::OfferView {
     wire::OfferView {
         envelope: Some(wire::Envelope {
@@ -322,6 +370,9 @@ impl Admin for MockDaemon {
             checkpoint_size: 42,
             evidence: 0,
             witnessed_nodes: 3,
+            membership: "open".into(),
+            certificate_not_after_ms: 0,
+            members_known: 0,
         }))
     }
 
@@ -391,17 +442,64 @@ impl Admin for MockDaemon {
         self.seen.lock().unwrap().place = Some(request.clone());
         if request.units > 100 {
             return Ok(Response::new(wire::PlaceResult {
-                contracts: vec![],
                 explanation: format!("no offer has {} units\nDE: 3 offers, all too small", request.units),
+                ..wire::PlaceResult::default()
             }));
         }
-        let mut c = contract(id_a(), wire::ContractState::Active, true);
         if request.dry_run {
-            c.contract_id.clear();
-            c.contract = None;
-            c.state = wire::ContractState::Unspecified as i32;
+            let plan = wire::PlannedAllocation {
+                provider: OTHER_KEY.to_vec(),
+                offer_id: "fra1-c8m32".into(),
+                offer_seq: 3,
+                site: Some(site("DE", "fra1")),
+                units: request.units,
+                unit_price: eur(420_000),
+            };
+            return Ok(Response::new(wire::PlaceResult {
+                plan: vec![plan],
+                explanation: "dry run: 1 unit for 0.420000 EUR per hour: 1 on 22222222/fra1-c8m32 (DE) at 0.420000 EUR"
+                    .into(),
+                ..wire::PlaceResult::default()
+            }));
         }
-        Ok(Response::new(wire::PlaceResult { contracts: vec![c], explanation: String::new() }))
+        Ok(Response::new(wire::PlaceResult {
+            contracts: vec![contract(id_a(), wire::ContractState::Active, true)],
+            placement_id: placement_a(),
+            placement_state: "complete".into(),
+            ..wire::PlaceResult::default()
+        }))
+    }
+
+    async fn list_placements(
+        &self,
+        _: Request<wire::ListPlacementsRequest>,
+    ) -> Result<Response<wire::PlacementList>, Status> {
+        Ok(Response::new(wire::PlacementList { placements: all_placements() }))
+    }
+
+    async fn show_placement(
+        &self,
+        request: Request<wire::PlacementQuery>,
+    ) -> Result<Response<wire::PlacementView>, Status> {
+        let id = request.into_inner().placement_id;
+        all_placements()
+            .into_iter()
+            .find(|p| p.placement_id == id)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found("no such placement"))
+    }
+
+    async fn terminate_placement(
+        &self,
+        request: Request<wire::TerminatePlacementRequest>,
+    ) -> Result<Response<wire::PlacementView>, Status> {
+        let request = request.into_inner();
+        self.seen.lock().unwrap().terminate_placement = Some(request.clone());
+        let mut view = placement(request.placement_id, "complete", vec![id_a()]);
+        for c in &mut view.contracts {
+            c.state = wire::ContractState::Terminated as i32;
+        }
+        Ok(Response::new(view))
     }
 
     async fn list_contracts(
@@ -448,12 +546,16 @@ impl Admin for MockDaemon {
         Err(Status::failed_precondition("the other party is not connected; try again when it is"))
     }
 
+    async fn publish_revocation(
+        &self,
+        _: Request<wire::PublishRevocationRequest>,
+    ) -> Result<Response<wire::PublishRevocationResult>, Status> {
+        Err(Status::failed_precondition("revocation refused: 1 valid signatures, 2 needed"))
+    }
+
     type AuditExportStream = Pin<Box<dyn futures::Stream<Item = Result<wire::ExportChunk, Status>> + Send>>;
 
-    async fn audit_export(
-        &self,
-        _: Request<wire::ExportRequest>,
-    ) -> Result<Response<Self::AuditExportStream>, Status> {
+    async fn audit_export(&self, _: Request<wire::ExportRequest>) -> Result<Response<Self::AuditExportStream>, Status> {
         Err(Status::internal("export failed: disk on fire"))
     }
 
@@ -671,8 +773,86 @@ async fn place_defaults_and_dry_run() {
     assert_eq!((p.start_ms, p.duration_ms, p.spread, p.min_sla_permille), (0, 720 * 3_600_000, 0, 0));
     assert!(p.max_unit_price.is_none() && p.countries.is_empty());
     let text = stdout(&out);
-    assert!(text.starts_with("plan (dry run: nothing was negotiated)\n"), "{text}");
-    assert!(text.contains("\n-         unspecified"), "{text}");
+    assert_eq!(
+        text,
+        "plan (dry run: nothing was negotiated)\n\
+         PROVIDER  OFFER               SITE       UNITS  PRICE/UNIT-HOUR\n\
+         22222222  fra1-c8m32 (seq 3)  DE/r/fra1      1     0.420000 EUR\n\
+         1 unit for 0.420000 EUR per hour: 1 on 22222222/fra1-c8m32 (DE) at 0.420000 EUR\n"
+    );
+    let v = json(
+        &run_async(&[
+            "--socket",
+            &socket,
+            "--json",
+            "place",
+            "--units",
+            "1",
+            "--vcpu",
+            "2",
+            "--memory-mib",
+            "4096",
+            "--dry-run",
+        ])
+        .await,
+    );
+    assert_eq!(v["plan"][0]["offer_id"], "fra1-c8m32");
+    assert_eq!(v["plan"][0]["unit_price"]["micros"], 420_000);
+    assert_eq!(v["contracts"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn place_shows_its_placement() {
+    let (_dir, socket, _) = mock_daemon().await;
+    let args = ["--socket", &socket, "place", "--units", "2", "--vcpu", "2", "--memory-mib", "4096"];
+    let text = stdout(&run_async(&args).await);
+    assert!(text.starts_with(&format!("placement {}: complete\n", hex::encode(placement_a()))), "{text}");
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v = json(&run_async(&json_args).await);
+    assert_eq!(v["placement_id"], hex::encode(placement_a()));
+    assert_eq!(v["placement_state"], "complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placements_list_show_terminate_and_prefixes() {
+    let (_dir, socket, daemon) = mock_daemon().await;
+    let text = stdout(&run_async(&["--socket", &socket, "placements", "list"]).await);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "PLACEMENT  STATE             UNITS  SPREAD     CONTRACTS     STARTED", "{text}");
+    assert_eq!(lines[1], "5a5a5a5a   complete              2  countries  1 (1 active)  2025-11-23T08:00:00Z");
+    assert_eq!(lines[2], "5a5a5a5a   partial-repaired      2  countries  1 (0 active)  2025-11-23T08:00:00Z");
+
+    let v = json(&run_async(&["--socket", &socket, "--json", "placements", "list"]).await);
+    assert_eq!(v[1]["state"], "partial-repaired");
+    assert_eq!(v[1]["unresolved"][0], "77".repeat(32));
+    assert_eq!(v[1]["contracts"][0]["state"], "terminated");
+    assert_eq!(v[0]["max_unit_price"]["micros"], 500_000);
+
+    // A prefix that names one placement, and one that names both.
+    let b = hex::encode(placement_b());
+    let text = stdout(&run_async(&["--socket", &socket, "placements", "show", &b[..12]]).await);
+    assert!(text.starts_with(&format!("placement   {b}\nstate       partial-repaired\n")), "{text}");
+    assert!(text.contains("\nlabels      iso:27001 (attested)\n"), "{text}");
+    assert!(text.contains("\nreason      no answer to a commit before the deadline\n"), "{text}");
+    assert!(text.contains(&format!("\nunresolved  {}\n", "77".repeat(32))), "{text}");
+    assert!(text.contains("\nabababab  terminated  consumer"), "{text}");
+    assert!(text.ends_with("2 units in 1 contract, 0.840000 EUR per hour\n"), "{text}");
+    let out = run_async(&["--socket", &socket, "placements", "show", "5a5a5a5a"]).await;
+    assert_eq!(failure(&out, 1), "error: 5a5a5a5a matches 2 placements; give more digits");
+
+    let a = hex::encode(placement_a());
+    let out = run_async(&["--socket", &socket, "placements", "terminate", &a, "--reason", "customer-request"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), format!("terminated placement {a} (customer-request): 1 contracts, 0 still active\n"));
+    let seen = daemon.seen.lock().unwrap().terminate_placement.clone().unwrap();
+    assert_eq!(seen.placement_id, placement_a());
+    assert_eq!(seen.reason, wire::TerminationReason::CustomerRequest as i32);
+
+    // A bad id is a usage error, before the daemon is asked.
+    let out = run_async(&["--socket", &socket, "placements", "show", "xyz"]).await;
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,8 @@ impl Party {
                 Record::Abandoned { .. } => "abandoned",
                 Record::Termination { .. } => "termination",
                 Record::Evidence { .. } => "evidence",
+                Record::Revocation { .. } => "revocation",
+                Record::Placement { .. } => "placement",
             };
             println!("  {:<9} log #{:<2} {what}", self.name, self.records - 1);
         }

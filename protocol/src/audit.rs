@@ -81,7 +81,9 @@
 //!    its sender, who is the node or, when the contract appears earlier in
 //!    the log, the contract's other party. An evidence record holds a valid
 //!    envelope of kind `evidence`, by any signer. An abandoned record has no
-//!    signature.
+//!    signature, nor has a placement record, but every contract a final
+//!    placement record names (one that is not `committing`) is a contract
+//!    record earlier in the log.
 //! 4. Every checkpoint: it parses, its origin is this node's in this
 //!    federation and the node's signature verifies; sizes never decrease;
 //!    each size is at most N; its root is the root of the records' tree at
@@ -456,6 +458,12 @@ pub struct AuditReport {
     pub terminations: u64,
     /// Evidence records.
     pub evidence: u64,
+    /// Revocation records (authority signatures checked; whether the
+    /// authorities are the charter's is for the auditor to compare).
+    pub revocations: u64,
+    /// Placement records (unsigned; each contract a final one names must be
+    /// earlier in the log).
+    pub placements: u64,
     /// Record signatures that verified.
     pub signatures_verified: u64,
     /// Checkpoint frames read.
@@ -485,8 +493,8 @@ impl fmt::Display for AuditReport {
         write!(f, "node {key} of {federation}: ")?;
         write!(
             f,
-            "{} records ({} contracts, {} pending, {} abandoned, {} offers, {} terminations, {} evidence), \
-             {} signatures verified, {} checkpoints, tree size {}, root {}: ",
+            "{} records ({} contracts, {} pending, {} abandoned, {} offers, {} terminations, {} evidence, \
+             {} revocations, {} placements), {} signatures verified, {} checkpoints, tree size {}, root {}: ",
             self.records,
             self.contracts,
             self.pending,
@@ -494,6 +502,8 @@ impl fmt::Display for AuditReport {
             self.offers,
             self.terminations,
             self.evidence,
+            self.revocations,
+            self.placements,
             self.signatures_verified,
             self.checkpoints,
             self.tree_size,
@@ -581,6 +591,8 @@ enum RecordType {
     Abandoned,
     Termination,
     Evidence,
+    Revocation,
+    Placement,
 }
 
 /// What the sequential checks need of a record that passed its own checks.
@@ -589,6 +601,7 @@ enum Summary {
     Plain,
     Contract { id: ContractId, other: PublicKey },
     Termination { contract_id: ContractId, signer: PublicKey },
+    Placement { contracts: Vec<ContractId> },
 }
 
 /// Why reading frames stopped early.
@@ -620,6 +633,8 @@ impl Verifier {
                 offers: 0,
                 terminations: 0,
                 evidence: 0,
+                revocations: 0,
+                placements: 0,
                 signatures_verified: 0,
                 checkpoints: 0,
                 tree_size: 0,
@@ -733,6 +748,8 @@ impl Verifier {
                 Some(RecordType::Abandoned) => self.report.abandoned += 1,
                 Some(RecordType::Termination) => self.report.terminations += 1,
                 Some(RecordType::Evidence) => self.report.evidence += 1,
+                Some(RecordType::Revocation) => self.report.revocations += 1,
+                Some(RecordType::Placement) => self.report.placements += 1,
                 None => {}
             }
             match outcome.result {
@@ -758,6 +775,13 @@ impl Verifier {
                         if let Some(reason) = reason {
                             self.fail(index, Class::Record, Some(index), None, reason);
                         }
+                    }
+                }
+                Ok(Summary::Placement { contracts }) => {
+                    if let Some(missing) = contracts.iter().find(|id| !self.contracts.contains_key(id)) {
+                        let reason =
+                            format!("placement record names contract {missing}, which is not earlier in the log");
+                        self.fail(index, Class::Record, Some(index), None, reason);
                     }
                 }
                 Err(reason) => self.fail(index, Class::Record, Some(index), None, reason),
@@ -1240,6 +1264,13 @@ enum RawRecord {
         #[serde(deserialize_with = "serde_bytes_vec")]
         envelope: Vec<u8>,
     },
+    Revocation {
+        revocation: crate::membership::Revocation,
+    },
+    // Unsigned: decoded by the very type `Record` uses.
+    Placement {
+        placement: crate::placement::PlacementRecord,
+    },
 }
 
 /// An envelope decoded as [`crate::envelope::Envelope::decode`] does, but
@@ -1271,6 +1302,8 @@ enum Raw {
     Abandoned,
     Termination(ContractId, RawEnvelope),
     Evidence(RawEnvelope),
+    Revocation(crate::membership::Revocation),
+    Placement(crate::placement::PlacementRecord),
 }
 
 impl Raw {
@@ -1282,6 +1315,8 @@ impl Raw {
             Raw::Abandoned => RecordType::Abandoned,
             Raw::Termination(..) => RecordType::Termination,
             Raw::Evidence(_) => RecordType::Evidence,
+            Raw::Revocation(_) => RecordType::Revocation,
+            Raw::Placement(_) => RecordType::Placement,
         }
     }
 
@@ -1298,7 +1333,12 @@ impl Raw {
             Raw::Offer(e) | Raw::Termination(_, e) | Raw::Evidence(e) => {
                 each("the envelope's signature", e.kind, &e.body, e.signature, e.signer);
             }
-            Raw::Abandoned => {}
+            Raw::Abandoned | Raw::Placement(_) => {}
+            Raw::Revocation(r) => {
+                for (authority, signature) in r.signatures() {
+                    each("an authority's signature", Kind::Revocation, r.body_bytes(), *signature, *authority);
+                }
+            }
         }
     }
 }
@@ -1330,6 +1370,8 @@ fn parse_record(cbor: &[u8]) -> Result<(Raw, usize), String> {
         RawRecord::Abandoned { .. } => Raw::Abandoned,
         RawRecord::Termination { contract_id, envelope } => Raw::Termination(contract_id, raw_envelope(&envelope)?),
         RawRecord::Evidence { envelope } => Raw::Evidence(raw_envelope(&envelope)?),
+        RawRecord::Revocation { revocation } => Raw::Revocation(revocation),
+        RawRecord::Placement { placement } => Raw::Placement(placement),
     };
     Ok((raw, rest.len()))
 }
@@ -1455,6 +1497,19 @@ fn check_alone(raw: &Raw, context: &Context<'_>) -> Result<Summary, String> {
                 .map_err(|err| format!("evidence does not check out: {err}"))?;
             Ok(Summary::Plain)
         }
+        Raw::Revocation(r) => {
+            if r.body().federation != context.federation {
+                return Err(format!("revocation is for federation {:?}", truncated(&r.body().federation)));
+            }
+            if r.signatures().is_empty() {
+                return Err("revocation carries no authority signature".to_owned());
+            }
+            Ok(Summary::Plain)
+        }
+        // A final record names contracts obtained, so they precede it; the
+        // contracts of a `committing` record are not made yet.
+        Raw::Placement(p) if p.state.is_final() => Ok(Summary::Placement { contracts: p.contracts.clone() }),
+        Raw::Placement(_) => Ok(Summary::Plain),
     }
 }
 
@@ -1536,7 +1591,35 @@ mod tests {
             Record::Abandoned { contract_id: pending.id() },
             Record::Termination { contract_id: c.id(), envelope: terminate(&peer, c.id()) },
             Record::Evidence { envelope: conflicting(&peer, &id(3)) },
+            Record::Placement { placement: placement(c.id()) },
         ]
+    }
+
+    /// A complete placement of one contract.
+    fn placement(contract_id: ContractId) -> crate::placement::PlacementRecord {
+        use crate::placement::{PlacementRecord, PlacementState, PlacementTerms};
+        PlacementRecord {
+            id: crate::ids::PlacementId([7; 16]),
+            state: PlacementState::Complete,
+            terms: PlacementTerms {
+                units: 1,
+                spread: crate::matching::Spread::Countries,
+                min_per_unit: Resources::default(),
+                countries: [Country::parse("DE").unwrap()].into(),
+                labels: ["iso:27001".to_owned()].into(),
+                attested_labels: false,
+                min_sla_permille: 0,
+                max_unit_price: Some(Price::eur(1_000_000)),
+                start_ms: 1,
+                duration_ms: 2,
+            },
+            contracts: vec![contract_id],
+            unresolved: Vec::new(),
+            attempts: 1,
+            reason: String::new(),
+            started_at_ms: 1,
+            at_ms: 2,
+        }
     }
 
     /// The raw path's verdict on a record: decodes and every signature verifies.

@@ -69,3 +69,8 @@ id_type!(
     ContractId,
     32
 );
+id_type!(
+    /// Names one composite placement; chosen by the consumer.
+    PlacementId,
+    16
+);

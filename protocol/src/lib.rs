@@ -8,6 +8,8 @@
 //! - [`keys`], [`envelope`]: identities and domain-separated signed envelopes.
 //! - [`offer`], [`book`], [`matching`]: offers, their validation, the offer
 //!   book, constraint matching and ranking.
+//! - [`placement`]: composite placement as a two-phase commit over several
+//!   providers, and the placement records of the consumer's log.
 //! - [`planner`]: composite placement: the cheapest split of a request's
 //!   replicas over the offer book under a spread policy, or why there is none.
 //! - [`negotiation`], [`ledger`], [`contract`], [`messages`]: the two roles'
@@ -36,6 +38,7 @@ pub mod merkle;
 pub mod messages;
 pub mod negotiation;
 pub mod offer;
+pub mod placement;
 pub mod planner;
 pub mod record;
 pub mod witness;

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::contract::SignedContract;
 use crate::envelope::Envelope;
 use crate::ids::ContractId;
+use crate::membership::Revocation;
+use crate::placement::PlacementRecord;
 
 /// One entry of the agreement log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,18 @@ pub enum Record {
     Evidence {
         /// The signed evidence.
         envelope: Envelope,
+    },
+    /// A member revoked by k authorities of the federation's charter (checked
+    /// against the charter before it is written, and again when read back).
+    Revocation {
+        /// The revocation, signed by the authorities.
+        revocation: Revocation,
+    },
+    /// Consumer side: where a composite placement stands (the last record of
+    /// a placement id is its state). Unsigned: it binds only this node.
+    Placement {
+        /// The placement.
+        placement: PlacementRecord,
     },
 }
 

@@ -18,6 +18,7 @@ use fulcrum_protocol::ids::{ContractId, HoldId, NegotiationId, RequestId};
 use fulcrum_protocol::keys::Identity;
 use fulcrum_protocol::merkle::{MerkleTree, leaf_hash};
 use fulcrum_protocol::messages::{Message, Terminate, TerminationReason};
+use fulcrum_protocol::placement::PlacementState;
 use fulcrum_protocol::record::Record;
 
 /// The node whose log is exported.
@@ -704,4 +705,64 @@ fn a_failure_report_is_one_clear_line() {
         report.to_string(),
         "FAILED: not a Fulcrum audit export: the first line is not \"fulcrum-audit-export v1\""
     );
+}
+
+/// A placement record as the consumer logs it.
+fn placement(state: PlacementState, contracts: Vec<ContractId>) -> Record {
+    use fulcrum_protocol::ids::PlacementId;
+    use fulcrum_protocol::matching::Spread;
+    use fulcrum_protocol::placement::{PlacementRecord, PlacementTerms};
+    let terms = PlacementTerms {
+        units: contracts.len() as u32,
+        spread: Spread::Providers,
+        min_per_unit: Default::default(),
+        countries: Default::default(),
+        labels: Default::default(),
+        attested_labels: false,
+        min_sla_permille: 0,
+        max_unit_price: None,
+        start_ms: T0,
+        duration_ms: 24 * HOUR_MS,
+    };
+    let placement = PlacementRecord {
+        id: PlacementId([5; 16]),
+        state,
+        terms,
+        contracts,
+        unresolved: Vec::new(),
+        attempts: 1,
+        reason: String::new(),
+        started_at_ms: T0,
+        at_ms: T0 + 1,
+    };
+    Record::Placement { placement }
+}
+
+/// Placement records carry no signature and verify; a final one may only
+/// name contracts that are earlier in the log (a `committing` one names
+/// contracts about to be made).
+#[test]
+fn placement_records_verify_and_name_only_earlier_contracts() {
+    let (node, p2, p3) = (node(), identity(2), identity(3));
+    let (a, b) = (contract(&p2, &node, 1), contract(&p3, &node, 2));
+    let records = vec![
+        cbor(placement(PlacementState::Committing, vec![a.id(), b.id()])),
+        cbor(Record::Contract { contract: a.clone() }),
+        cbor(Record::Contract { contract: b.clone() }),
+        cbor(placement(PlacementState::Complete, vec![a.id(), b.id()])),
+    ];
+    let report = verify(&export(&records, &[4]));
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.placements, report.contracts), (2, 2));
+    assert!(report.to_string().contains("2 placements"), "{report}");
+
+    // A final record before its contracts, or naming one that is nowhere.
+    let early = vec![
+        cbor(Record::Contract { contract: a.clone() }),
+        cbor(placement(PlacementState::PartialRepaired, vec![a.id(), b.id()])),
+        cbor(Record::Contract { contract: b.clone() }),
+    ];
+    let (record, _, reason) = failure(&export(&early, &[3]));
+    assert_eq!(record, Some(1), "{reason}");
+    assert!(reason.contains("not earlier in the log"), "{reason}");
 }

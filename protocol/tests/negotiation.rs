@@ -3,9 +3,14 @@
 //! volatile state, and clock jumps in both directions. Messages cross the
 //! "network" as real signed, encoded envelopes, and logs as real CBOR.
 //!
+//! Consumers negotiate in both modes: committing as soon as a hold arrives,
+//! or stopping at the hold until the test commits or releases it (as a
+//! composite placement does), at random points.
+//!
 //! After every step: no oversell, one contract per hold, and every contract a
 //! consumer holds is durable at the provider. At the end, once the network is
-//! reliable again: every hold has ended and both sides agree on every contract.
+//! reliable again: every hold has ended, both sides agree on every contract,
+//! and no negotiation reported as failed ever made a contract.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use common::{FEDERATION, HOUR_MS, T0, identity, offer_terms};
 use fulcrum_protocol::Limits;
 use fulcrum_protocol::envelope::Envelope;
-use fulcrum_protocol::ids::ContractId;
+use fulcrum_protocol::ids::{ContractId, NegotiationId};
 use fulcrum_protocol::keys::PublicKey;
 use fulcrum_protocol::messages::TerminationReason;
 use fulcrum_protocol::negotiation::{Consumer, Event, PlaceTerms, Provider, Step};
@@ -42,7 +47,20 @@ struct Packet {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Start { consumer: usize, units: u32, flexible: bool },
+    Start {
+        consumer: usize,
+        units: u32,
+        flexible: bool,
+    },
+    /// Start a negotiation that stops at the hold.
+    StartHeld {
+        consumer: usize,
+        units: u32,
+    },
+    /// Commit one of the holds reported so far (if it still holds).
+    CommitHeld(usize),
+    /// Release one of the holds reported so far (or a proposal still out).
+    ReleaseHeld(usize),
     Deliver(usize),
     Duplicate(usize),
     Drop(usize),
@@ -57,6 +75,9 @@ enum Op {
 fn op(consumers: usize, capacity: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..consumers, 1..=capacity, any::<bool>()).prop_map(|(consumer, units, flexible)| Op::Start { consumer, units, flexible }),
+        2 => (0..consumers, 1..=capacity).prop_map(|(consumer, units)| Op::StartHeld { consumer, units }),
+        2 => any::<usize>().prop_map(Op::CommitHeld),
+        1 => any::<usize>().prop_map(Op::ReleaseHeld),
         10 => any::<usize>().prop_map(Op::Deliver),
         2 => any::<usize>().prop_map(Op::Duplicate),
         2 => any::<usize>().prop_map(Op::Drop),
@@ -82,6 +103,10 @@ struct World {
     net: Vec<Packet>,
     offer: Offer,
     placed: usize,
+    /// Negotiations started in explicit mode, by consumer.
+    explicit: Vec<(usize, NegotiationId)>,
+    /// Negotiations reported as failed.
+    failed: HashSet<NegotiationId>,
 }
 
 fn decode_log(log: &[Vec<u8>]) -> Vec<Record> {
@@ -115,6 +140,8 @@ impl World {
             net: Vec::new(),
             offer: signed.offer().clone(),
             placed: 0,
+            explicit: Vec::new(),
+            failed: HashSet::new(),
         };
         w.apply(Who::Provider, step);
         w
@@ -138,7 +165,18 @@ impl World {
             let to = self.keys[&out.to];
             self.net.push(Packet { to, bytes });
         }
-        self.placed += step.events.iter().filter(|e| matches!(e, Event::Placed { .. })).count();
+        for event in &step.events {
+            match event {
+                Event::Placed { negotiation_id, .. } => {
+                    self.placed += 1;
+                    assert!(!self.failed.contains(negotiation_id), "a failed negotiation was placed");
+                }
+                Event::Failed { negotiation_id, .. } => {
+                    self.failed.insert(*negotiation_id);
+                }
+                _ => {}
+            }
+        }
     }
 
     fn deliver(&mut self, i: usize) {
@@ -180,6 +218,34 @@ impl World {
                     self.apply(Who::Consumer(consumer), step);
                 }
             }
+            Op::StartHeld { consumer, units } => {
+                let terms = PlaceTerms {
+                    units,
+                    min_units: units,
+                    max_unit_price: Price::eur(2_000_000),
+                    start_ms: self.now,
+                    duration_ms: 2 * HOUR_MS,
+                    deadline_ms: self.now + 20_000,
+                };
+                let offer = self.offer.clone();
+                if let Ok((id, step)) = self.consumers[consumer].start_hold(self.now, &mut self.rng, &offer, terms) {
+                    assert!(step.persist.is_empty(), "proposing persists nothing");
+                    self.explicit.push((consumer, id));
+                    self.apply(Who::Consumer(consumer), step);
+                }
+            }
+            Op::CommitHeld(i) | Op::ReleaseHeld(i) if !self.explicit.is_empty() => {
+                let (k, id) = self.explicit[i % self.explicit.len()];
+                let step = if matches!(op, Op::CommitHeld(_)) {
+                    self.consumers[k].commit(self.now, &mut self.rng, id)
+                } else {
+                    self.consumers[k].release(self.now, &mut self.rng, id)
+                };
+                if let Some(step) = step {
+                    self.apply(Who::Consumer(k), step);
+                }
+            }
+            Op::CommitHeld(_) | Op::ReleaseHeld(_) => {}
             Op::Deliver(i) => self.deliver(i),
             Op::Duplicate(i) => {
                 if !self.net.is_empty() {
@@ -322,6 +388,12 @@ proptest! {
         }
         // Status reconciliation brought both sides to the same answer.
         prop_assert_eq!(&provider_contracts, &consumer_contracts);
+        // A negotiation reported as failed made no contract, even late.
+        for r in decode_log(&w.provider_log) {
+            if let Record::Contract { contract } = r {
+                prop_assert!(!w.failed.contains(&contract.terms().negotiation_id), "a failed negotiation made a contract");
+            }
+        }
         // The rebuilt ledger agrees with the live one.
         let records = decode_log(&w.provider_log);
         let rebuilt = Provider::restore(identity(1), FEDERATION, w.limits.clone(), &records, w.now);
@@ -669,4 +741,120 @@ fn poll_timeout_names_the_next_due_instant() {
     assert_eq!(p.poll_timeout(), Some(T0 + limits.hold_ttl_ms));
     assert!(p.tick(T0 + limits.hold_ttl_ms - 1).events.is_empty(), "nothing is due before");
     assert!(!p.tick(T0 + limits.hold_ttl_ms).events.is_empty(), "the hold ends when due");
+}
+
+/// Explicit mode: the negotiation stops at the hold and reports it; nothing
+/// is persisted or sent until the caller commits, and then the Pending record
+/// comes before the Commit as always.
+#[test]
+fn a_hold_only_negotiation_waits_for_commit() {
+    let mut w = World::new(19, 1, 4);
+    w.run(Op::StartHeld { consumer: 0, units: 3 });
+    w.deliver(0); // Propose -> Hold
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 3);
+    let hold = w.net.remove(0);
+    let envelope = Envelope::decode(&hold.bytes, usize::MAX).unwrap();
+    let step = w.consumers[0].handle(w.now, &mut w.rng, &envelope);
+    let (_, id) = w.explicit[0];
+    assert!(step.persist.is_empty() && step.send.is_empty(), "a held negotiation does nothing by itself");
+    assert!(matches!(step.events.as_slice(), [Event::Held { negotiation_id, .. }] if *negotiation_id == id));
+    // A duplicate of the hold is neither released nor reported again.
+    let again = w.consumers[0].handle(w.now, &mut w.rng, &envelope);
+    assert!(again.is_empty(), "{again:?}");
+    // Time passes (less than the hold's life): still held, nothing sent.
+    w.run(Op::Advance(w.limits.reply_timeout_ms * 2));
+    assert!(w.net.is_empty());
+    let step = w.consumers[0].commit(w.now, &mut w.rng, id).expect("holding");
+    assert!(matches!(step.persist.as_slice(), [Record::Pending { .. }]));
+    assert!(w.consumers[0].commit(w.now, &mut w.rng, id).is_none(), "a second commit is refused");
+    assert!(w.consumers[0].release(w.now, &mut w.rng, id).is_none(), "a commit sent cannot be released");
+    w.apply(Who::Consumer(0), step);
+    w.settle();
+    assert_eq!(w.placed, 1);
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 3);
+}
+
+/// Releasing a held negotiation frees the provider's units at once, and a
+/// lost Release is sent again until the provider acknowledges it.
+#[test]
+fn a_released_hold_frees_units_even_when_the_release_is_lost() {
+    use fulcrum_protocol::messages::Message;
+    let mut w = World::new(23, 1, 4);
+    w.run(Op::StartHeld { consumer: 0, units: 4 });
+    w.deliver(0); // Propose -> Hold
+    w.deliver(0); // Hold -> Held
+    let (_, id) = w.explicit[0];
+    let step = w.consumers[0].release(w.now, &mut w.rng, id).expect("holding");
+    assert!(matches!(step.send.as_slice(), [o] if matches!(o.message, Message::Release(_))));
+    w.apply(Who::Consumer(0), step);
+    w.net.clear(); // the Release is lost
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 4);
+    assert!(w.consumers[0].commit(w.now, &mut w.rng, id).is_none(), "a released hold cannot be committed");
+    w.run(Op::Advance(w.limits.reply_timeout_ms));
+    assert_eq!(w.net.len(), 1, "the Release is sent again");
+    w.deliver(0); // Release -> Released
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 0, "units are free before the hold would expire");
+    w.deliver(0); // Released -> done
+    assert_eq!(w.consumers[0].in_flight(), 0);
+    assert!(w.failed.is_empty(), "a release is the caller's decision, not a failure");
+}
+
+/// A hold nobody commits fails the negotiation at `hold_until`; a proposal
+/// given up before its hold arrives gets that hold released on arrival.
+#[test]
+fn unclaimed_holds_expire_and_late_holds_are_released() {
+    use fulcrum_protocol::messages::Message;
+    use fulcrum_protocol::negotiation::FailReason;
+    let mut w = World::new(29, 1, 4);
+    w.run(Op::StartHeld { consumer: 0, units: 1 });
+    w.deliver(0);
+    w.deliver(0);
+    let (_, id) = w.explicit[0];
+    w.now += w.limits.hold_ttl_ms;
+    let step = w.consumers[0].tick(w.now, &mut w.rng);
+    assert!(matches!(step.events.as_slice(), [Event::Failed { reason: FailReason::HoldExpired, .. }]));
+    assert!(w.consumers[0].commit(w.now, &mut w.rng, id).is_none());
+    w.tick();
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 0);
+
+    w.run(Op::StartHeld { consumer: 0, units: 2 });
+    let (_, late) = w.explicit[1];
+    let step = w.consumers[0].release(w.now, &mut w.rng, late).expect("proposing");
+    assert!(step.is_empty(), "no hold yet, nothing to release");
+    w.deliver(0); // Propose -> Hold, for a negotiation the consumer gave up
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 2);
+    let hold = w.net.remove(0);
+    let step = w.consumers[0].handle(w.now, &mut w.rng, &Envelope::decode(&hold.bytes, usize::MAX).unwrap());
+    assert!(matches!(step.send.as_slice(), [o] if matches!(o.message, Message::Release(_))));
+    w.apply(Who::Consumer(0), step);
+    w.deliver(0);
+    assert_eq!(w.provider.usage(OFFER).unwrap().held, 0);
+}
+
+/// A Reject answering a duplicate of the proposal (the provider has no units
+/// left once the first copy's hold is committed) must not end a negotiation
+/// whose Commit is in flight: that Commit makes a contract.
+#[test]
+fn a_stale_reject_does_not_fail_a_committing_negotiation() {
+    use fulcrum_protocol::messages::{Message, Reject, RejectCode};
+    let mut w = World::new(31, 1, 2);
+    w.run(Op::Start { consumer: 0, units: 2, flexible: false });
+    let propose = w.net[0].clone();
+    w.deliver(0); // Propose -> Hold
+    w.deliver(0); // Hold -> Commit in flight
+    let Message::Propose(p) = Message::open(&Envelope::decode(&propose.bytes, usize::MAX).unwrap(), &w.limits).unwrap()
+    else {
+        panic!("expected the proposal")
+    };
+    let reject = Message::Reject(Reject {
+        request_id: p.request_id,
+        code: RejectCode::NoCapacity,
+        message: "no units left".into(),
+    })
+    .seal(w.provider.identity());
+    let step = w.consumers[0].handle(w.now, &mut w.rng, &reject);
+    assert!(step.events.is_empty(), "{step:?}");
+    w.settle();
+    assert_eq!(w.placed, 1);
+    assert!(w.failed.is_empty());
 }

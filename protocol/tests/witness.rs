@@ -222,10 +222,7 @@ fn a_counterparty_that_drops_a_shared_contract_is_caught() {
 
     // A proof pointing at another record is evidence too.
     let answer = answer_inclusion(&provider, &request, &kept.tree, Some(1), &kept.checkpoint(), late);
-    assert!(matches!(
-        check_inclusion(&contract, &answer, FEDERATION, &limits, late).unwrap(),
-        Inclusion::Evidence(_)
-    ));
+    assert!(matches!(check_inclusion(&contract, &answer, FEDERATION, &limits, late).unwrap(), Inclusion::Evidence(_)));
     // An answer signed by someone who is not a party is not accepted at all.
     let answer = answer_inclusion(&identity(9), &request, &dropped.tree, None, &dropped.checkpoint(), late);
     assert!(check_inclusion(&contract, &answer, FEDERATION, &limits, late).is_err());

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -74,6 +75,10 @@ pub struct Daemon {
     pub peer_id: String,
     pub bootstrap: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Loopback port of the metrics endpoint (`/metrics`, `/healthz`,
+    /// `/readyz`): the test's FULCRUM_METRICS_LISTEN if it gave one, else a
+    /// free port of its own, so that daemons never clash on the default.
+    pub metrics_port: u16,
     /// Listen on QUIC instead of TCP.
     pub quic: bool,
     child: Option<Child>,
@@ -86,6 +91,14 @@ impl Daemon {
     }
 
     pub fn start_with(root: &Path, name: &str, bootstrap: &[String], env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::init(root, name, bootstrap, env);
+        d.spawn();
+        d
+    }
+
+    /// `fulcrumd init` in `root/name` without starting it, so that files
+    /// (a member certificate, say) can be put in place first.
+    pub fn init(root: &Path, name: &str, bootstrap: &[String], env: &[(&str, &str)]) -> Daemon {
         let dir = root.join(name);
         let out = Command::new(fulcrumd()).args(["init", "--data-dir"]).arg(&dir).output().unwrap();
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -95,18 +108,27 @@ impl Daemon {
             .find_map(|l| l.strip_prefix("peer id"))
             .map(|s| s.trim().to_owned())
             .expect("init prints the peer id");
-        let mut d = Daemon {
+        let metrics_port = env
+            .iter()
+            .find(|(k, _)| *k == "FULCRUM_METRICS_LISTEN")
+            .and_then(|(_, v)| v.rsplit_once(':')?.1.parse().ok())
+            .unwrap_or_else(free_port);
+        Daemon {
             name: name.into(),
             dir,
             port: free_port(),
             peer_id,
             bootstrap: bootstrap.to_vec(),
             extra_env: env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            metrics_port,
             quic: env.iter().any(|(k, v)| *k == "QUIC" && *v == "1"),
             child: None,
-        };
-        d.spawn();
-        d
+        }
+    }
+
+    /// The node's public key (hex), from its key file.
+    pub fn node_key(&self) -> String {
+        fulcrum_node::config::load_key(&self.dir.join("node.key")).unwrap().public().to_string()
     }
 
     /// The multiaddr peers use to reach this daemon.
@@ -138,6 +160,7 @@ impl Daemon {
             .env("FULCRUM_LOG_LEVEL", "info")
             .env("FULCRUM_HOLD_TTL", "5s")
             .env("FULCRUM_REPLY_TIMEOUT", "1s")
+            .env("FULCRUM_METRICS_LISTEN", format!("127.0.0.1:{}", self.metrics_port))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -169,6 +192,21 @@ impl Daemon {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `GET path` on the metrics endpoint: the status code and the body.
+    pub fn http_get(&self, path: &str) -> Result<(u16, String), String> {
+        http_get(self.metrics_port, path)
+    }
+
+    /// The value of one series (`name{labels}` exactly as exposed) in a
+    /// fresh scrape of `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = self.http_get("/metrics").ok()?;
+        if status != 200 {
+            return None;
+        }
+        metric_value(&text, series)
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -206,6 +244,27 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `GET path` on a loopback port over a plain HTTP/1.1 connection: the status
+/// code and the body (the endpoint closes the connection after answering).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| format!("no header end in {response:?}"))?;
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// The value of `series` (`name{labels}` exactly as exposed) in an
+/// OpenMetrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
 }
 
 /// Writes an offer file and returns its path.

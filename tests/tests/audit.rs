@@ -55,8 +55,7 @@ fn rewrite_log(d: &Daemon, mut keep: impl FnMut(&Record) -> bool, extra: Vec<Rec
     let path = d.dir.join("agreements.log");
     let (records, _) = read_log(&path).unwrap();
     let before = records.len();
-    let mut kept: Vec<Vec<u8>> =
-        records.into_iter().filter(|bytes| keep(&Record::from_cbor(bytes).unwrap())).collect();
+    let mut kept: Vec<Vec<u8>> = records.into_iter().filter(|bytes| keep(&Record::from_cbor(bytes).unwrap())).collect();
     kept.extend(extra.iter().map(|r| r.to_cbor().unwrap()));
     let after = kept.len();
     let tmp = d.dir.join("agreements.log.new");
@@ -148,7 +147,10 @@ fn a_node_that_rewrites_its_log_is_caught_by_its_peers() {
     for d in [&consumer, &witness] {
         let witnessed = wait_for(Duration::from_secs(20), || {
             let peers = d.ctl_json(&["peers"]).ok()?;
-            list(&peers).iter().any(|p| p["node_key"].as_str() == Some(&key) && p["log_size"].as_u64() == Some(size)).then_some(())
+            list(&peers)
+                .iter()
+                .any(|p| p["node_key"].as_str() == Some(&key) && p["log_size"].as_u64() == Some(size))
+                .then_some(())
         });
         assert!(witnessed.is_some(), "{} never witnessed size {size}:\n{}", d.name, d.log());
     }
@@ -181,7 +183,8 @@ fn a_node_that_rewrites_its_log_is_caught_by_its_peers() {
     }
     // `peers` shows it too.
     let peers = consumer.ctl_json(&["peers"]).unwrap();
-    let flagged = list(&peers).iter().any(|p| p["node_key"].as_str() == Some(&key) && p["evidence"].as_u64() >= Some(1));
+    let flagged =
+        list(&peers).iter().any(|p| p["node_key"].as_str() == Some(&key) && p["evidence"].as_u64() >= Some(1));
     assert!(flagged, "{peers}");
     // And the rewritten node's own export no longer verifies against the
     // checkpoints it signed before.

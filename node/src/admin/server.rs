@@ -8,8 +8,9 @@ use std::pin::Pin;
 
 use fulcrum_proto::v1 as wire;
 use fulcrum_proto::v1::admin_server::{Admin, AdminServer};
-use fulcrum_protocol::ids::ContractId;
+use fulcrum_protocol::ids::{ContractId, PlacementId};
 use fulcrum_protocol::messages::TerminationReason;
+use fulcrum_protocol::placement::PlacementState;
 use futures::Stream;
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
@@ -18,6 +19,7 @@ use tokio_stream::wrappers::{BroadcastStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
 use crate::daemon::{AdminCommand, Handles, contract_view, now_ms};
+use crate::placement::placement_view;
 use crate::store::export::write_export;
 
 /// Bytes per chunk of a streamed export.
@@ -72,6 +74,16 @@ impl AdminService {
         contract_view(id, &entry, now_ms()).map_err(Status::internal)
     }
 
+    /// The admin view of one indexed placement.
+    fn placement(&self, id: PlacementId) -> Result<wire::PlacementView, Status> {
+        let index = &self.handles.index;
+        let entry = index
+            .placement(&id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no placement {id}")))?;
+        placement_view(index, &entry, now_ms()).map_err(Status::internal)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> AdminCommand) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
         self.handles.commands.send(make(tx)).await.map_err(|_| Status::unavailable("daemon is shutting down"))?;
@@ -81,6 +93,10 @@ impl AdminService {
 
 fn contract_id(bytes: &[u8]) -> Result<ContractId, Status> {
     ContractId::from_slice(bytes).ok_or_else(|| Status::invalid_argument("contract id must be 32 bytes"))
+}
+
+fn placement_id(bytes: &[u8]) -> Result<PlacementId, Status> {
+    PlacementId::from_slice(bytes).ok_or_else(|| Status::invalid_argument("placement id must be 16 bytes"))
 }
 
 fn failed(message: String) -> Status {
@@ -161,6 +177,48 @@ impl Admin for AdminService {
         Ok(Response::new(self.view(id)?))
     }
 
+    async fn list_placements(
+        &self,
+        _: Request<wire::ListPlacementsRequest>,
+    ) -> Result<Response<wire::PlacementList>, Status> {
+        let index = &self.handles.index;
+        let entries = index.placements().map_err(|e| Status::internal(e.to_string()))?;
+        let now = now_ms();
+        let placements = entries
+            .iter()
+            .map(|entry| placement_view(index, entry, now).map_err(Status::internal))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(wire::PlacementList { placements }))
+    }
+
+    async fn show_placement(
+        &self,
+        req: Request<wire::PlacementQuery>,
+    ) -> Result<Response<wire::PlacementView>, Status> {
+        let id = placement_id(&req.into_inner().placement_id)?;
+        Ok(Response::new(self.placement(id)?))
+    }
+
+    /// Terminates every contract of the placement that is still active,
+    /// each as `TerminateContract` would.
+    async fn terminate_placement(
+        &self,
+        req: Request<wire::TerminatePlacementRequest>,
+    ) -> Result<Response<wire::PlacementView>, Status> {
+        let req = req.into_inner();
+        let id = placement_id(&req.placement_id)?;
+        let reason = TerminationReason::try_from(req.reason).unwrap_or(TerminationReason::Unspecified);
+        let view = self.placement(id)?;
+        if view.state == PlacementState::Committing.as_str() {
+            return Err(failed(format!("placement {id} is still committing; terminate it once it has ended")));
+        }
+        for contract in view.contracts.iter().filter(|c| c.state == wire::ContractState::Active as i32) {
+            let contract_id = contract_id(&contract.contract_id)?;
+            self.ask(|tx| AdminCommand::Terminate(contract_id, reason, tx)).await?.map_err(failed)?;
+        }
+        Ok(Response::new(self.placement(id)?))
+    }
+
     type WatchContractsStream = Pin<Box<dyn Stream<Item = Result<wire::ContractEvent, Status>> + Send>>;
 
     async fn watch_contracts(
@@ -191,6 +249,20 @@ impl Admin for AdminService {
     async fn audit_prove(&self, req: Request<wire::ProveRequest>) -> Result<Response<wire::ProveResult>, Status> {
         let id = contract_id(&req.into_inner().contract_id)?;
         let result = self.ask(|tx| AdminCommand::Prove(id, tx)).await?.map_err(failed)?;
+        Ok(Response::new(result))
+    }
+
+    async fn publish_revocation(
+        &self,
+        req: Request<wire::PublishRevocationRequest>,
+    ) -> Result<Response<wire::PublishRevocationResult>, Status> {
+        let w = req.into_inner().revocation.ok_or_else(|| Status::invalid_argument("revocation is missing"))?;
+        let revocation = fulcrum_protocol::membership::Revocation::decode(
+            &prost::Message::encode_to_vec(&w),
+            &fulcrum_protocol::Limits::default(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let result = self.ask(|tx| AdminCommand::Revoke(Box::new(revocation), tx)).await?.map_err(failed)?;
         Ok(Response::new(result))
     }
 

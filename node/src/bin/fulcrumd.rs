@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fulcrum_node::config::{self, DataDirLock, NodeConfig, Overrides};
 use fulcrum_node::daemon::{Node, Parts, shutdown_signal};
+use fulcrum_node::metrics::{self, Metrics};
 use fulcrum_node::store::index::Index;
 use fulcrum_node::store::log::AgreementLog;
 use fulcrum_protocol::keys::Identity;
@@ -105,15 +106,38 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
     let index = Index::open(&config.index_path(), 64 << 20)?;
     let socket = config.socket_path();
     let socket_path = socket.clone();
+    let metrics_addr = config.metrics_socket_addr().context("metrics_listen")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let (node, handles) = Node::start(Parts { config, secret: identity.to_secret_bytes(), log, records, index })?;
+        let metrics_listener = match metrics_addr {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
+        let metrics = Metrics::new();
+        let (node, handles) = Node::start(Parts {
+            config,
+            secret: identity.to_secret_bytes(),
+            log,
+            records,
+            index,
+            metrics: metrics.clone(),
+        })?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(fulcrum_node::admin::server::serve(socket, handles, async {
             let _ = admin_stopped.await;
         }));
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = metrics_listener.map(|listener| {
+            tokio::spawn(metrics::serve(listener, metrics, async {
+                let _ = metrics_stopped.await;
+            }))
+        });
         let result = node.run(shutdown_signal()).await;
         let _ = stop_admin.send(());
+        let _ = stop_metrics.send(());
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         // Graceful shutdown waits for every open admin connection, and a
         // `contracts watch` stream never ends by itself: give them a moment.
         let abort = admin.abort_handle();

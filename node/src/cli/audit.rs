@@ -150,7 +150,10 @@ pub async fn run(socket: &Path, out: &Output, command: AuditCommand) -> Result<(
                     description: e.description,
                     observed_at_ms: e.observed_at_ms,
                     witness: hex::encode(&e.witness),
-                    envelope: e.envelope.map(|env| hex::encode(prost::Message::encode_to_vec(&env))).unwrap_or_default(),
+                    envelope: e
+                        .envelope
+                        .map(|env| hex::encode(prost::Message::encode_to_vec(&env)))
+                        .unwrap_or_default(),
                 })
                 .collect();
             out.show(&views, |v| render_evidence(v))
@@ -187,8 +190,8 @@ fn show_report(out: &Output, report: &AuditReport) -> Result<(), CliError> {
 async fn export(socket: &Path, out: &Output, path: &Path) -> Result<(), CliError> {
     let mut stream = answer(client::connect(socket).await?.audit_export(wire::ExportRequest {})).await?;
     let tmp = path.with_extension("partial");
-    let mut file = std::fs::File::create(&tmp)
-        .map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", tmp.display())))?;
+    let mut file =
+        std::fs::File::create(&tmp).map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", tmp.display())))?;
     let mut bytes = 0u64;
     let mut head = Vec::new();
     let written: Result<(), CliError> = async {

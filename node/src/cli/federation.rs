@@ -91,6 +91,13 @@ pub enum RevokeCommand {
     Sign(SignArgs),
     /// Combine the signatures of k authorities into a revocation
     Assemble(AssembleArgs),
+    /// Hand an assembled revocation to the running node, which checks it
+    /// against the charter, applies it, logs it and gossips it
+    Publish {
+        /// The revocation file written by 'revoke assemble'
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// Where a command writes its result.
@@ -339,9 +346,36 @@ fn rfc3339(s: &str) -> Result<u64, String> {
 // Running
 // ---------------------------------------------------------------------------
 
-/// Runs one federation command. Nothing here contacts the daemon.
-pub(super) fn run(command: FederationCommand, out: &Output) -> Result<(), CliError> {
+/// `revoke publish`: the one federation command that talks to the daemon.
+async fn publish_revocation(socket: &Path, out: &Output, file: &Path) -> Result<(), CliError> {
+    use prost::Message as _;
+    let revocation = crate::charter::load_revocation(file).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let wire_revocation = fulcrum_proto::v1::Revocation::decode(revocation.encode().as_slice())
+        .map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
+    let request = fulcrum_proto::v1::PublishRevocationRequest { revocation: Some(wire_revocation) };
+    let result =
+        super::answer(crate::admin::client::connect(socket).await?.publish_revocation(request)).await?;
+    #[derive(Serialize)]
+    struct Published {
+        member: String,
+        new: bool,
+    }
+    let view = Published { member: hex::encode(&result.member), new: result.new };
+    out.show(&view, |v| {
+        if v.new {
+            format!("revoked member {}: applied, logged and gossiped to the federation\n", v.member)
+        } else {
+            format!("member {} was already revoked on this node\n", v.member)
+        }
+    })
+}
+
+/// Runs one federation command. Only `revoke publish` contacts the daemon.
+pub(super) async fn run(command: FederationCommand, socket: &Path, out: &Output) -> Result<(), CliError> {
     let report = match command {
+        FederationCommand::Revoke(RevokeCommand::Publish { file }) => {
+            return publish_revocation(socket, out, &file).await;
+        }
         FederationCommand::AuthorityKey { out: path } => authority_key(&path)?,
         FederationCommand::Init(a) => init(&a)?,
         FederationCommand::Member(MemberCommand::Request(a)) => member_request(&a)?,

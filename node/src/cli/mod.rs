@@ -5,6 +5,7 @@
 mod args;
 mod audit;
 mod federation;
+mod placements;
 mod render;
 pub mod time;
 pub mod view;
@@ -82,6 +83,9 @@ pub enum Command {
     /// List, show, terminate and watch contracts
     #[command(subcommand)]
     Contracts(ContractsCommand),
+    /// List, show and terminate composite placements (all their contracts at once)
+    #[command(subcommand)]
+    Placements(placements::PlacementsCommand),
     /// Export and verify agreement logs, prove shared contracts, list evidence
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -432,8 +436,9 @@ pub async fn run(inv: Invocation) -> Result<(), CliError> {
             })
         }
         Command::Contracts(ContractsCommand::Watch) => watch(&socket, &out).await,
+        Command::Placements(command) => placements::run(&socket, &out, command).await,
         Command::Audit(command) => audit::run(&socket, &out, command).await,
-        Command::Federation(command) => federation::run(command, &out),
+        Command::Federation(command) => federation::run(command, &socket, &out).await,
     }
 }
 
@@ -489,11 +494,7 @@ async fn place(socket: &std::path::Path, out: &Output, a: PlaceArgs) -> Result<(
             )));
         }
     };
-    let view = PlaceView {
-        dry_run: a.dry_run,
-        contracts: result.contracts.into_iter().map(ContractView::from).collect(),
-        explanation: result.explanation,
-    };
+    let view = PlaceView::new(a.dry_run, result);
     // A dry run only reports, so it succeeds whenever the daemon answered.
     if view.contracts.is_empty() && !view.dry_run {
         // Scripts learn from the exit status that nothing was placed; --json

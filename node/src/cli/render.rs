@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use super::time::{format_rfc3339, format_span, now_ms};
-use super::view::{ContractView, EventView, OfferView, PeerView, PlaceView, StatusView, short};
+use super::view::{
+    ContractView, EventView, OfferView, PeerView, PlaceView, PlacementView, PlannedView, StatusView, short,
+};
 use crate::offer_file::{format_duration_ms, format_micros};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +99,20 @@ pub fn status(s: &StatusView) -> String {
         ("contracts", format!("{} active", s.contracts_active)),
         ("log size", format!("{} records", s.log_size)),
         ("log root", dash_if_empty(&s.log_root)),
+        ("checkpoint", format!("size {}; {} logs witnessed, {} evidence", s.checkpoint_size, s.witnessed_nodes, s.evidence)),
+        ("membership", membership_line(s)),
     ])
+}
+
+fn membership_line(s: &StatusView) -> String {
+    let mut line = dash_if_empty(&s.membership);
+    if s.certificate_not_after_ms > 0 {
+        line.push_str(&format!(" (certificate valid until {})", format_rfc3339(s.certificate_not_after_ms)));
+    }
+    if s.members_known > 0 {
+        line.push_str(&format!("; {} member certificates known", s.members_known));
+    }
+    line
 }
 
 /// `fulcrumctl peers`.
@@ -285,6 +300,14 @@ pub fn place(p: &PlaceView) -> String {
     let mut out = String::new();
     if p.dry_run {
         out.push_str("plan (dry run: nothing was negotiated)\n");
+        if !p.plan.is_empty() {
+            out.push_str(&plan_table(&p.plan));
+            let _ = writeln!(out, "{}", p.explanation.trim_start_matches("dry run: ").trim_end());
+            return out;
+        }
+    }
+    if !p.placement_id.is_empty() {
+        let _ = writeln!(out, "placement {}: {}", p.placement_id, dash_if_empty(&p.placement_state));
     }
     if p.contracts.is_empty() {
         // Only a dry run gets here: its explanation is the whole answer.
@@ -296,6 +319,91 @@ pub fn place(p: &PlaceView) -> String {
     let _ = writeln!(out, "{}", totals(&p.contracts));
     if !p.explanation.is_empty() {
         let _ = writeln!(out, "note: {}", p.explanation.trim_end());
+    }
+    out
+}
+
+fn plan_table(plan: &[PlannedView]) -> String {
+    let mut t = Table::new(&[
+        ("PROVIDER", Align::Left),
+        ("OFFER", Align::Left),
+        ("SITE", Align::Left),
+        ("UNITS", Align::Right),
+        ("PRICE/UNIT-HOUR", Align::Right),
+    ]);
+    for a in plan {
+        t.push(vec![
+            short(&a.provider).to_owned(),
+            format!("{} (seq {})", a.offer_id, a.offer_seq),
+            a.site.as_ref().map_or("-".to_owned(), |s| s.path()),
+            a.units.to_string(),
+            a.unit_price.as_ref().map_or("-".to_owned(), ToString::to_string),
+        ]);
+    }
+    t.render()
+}
+
+/// `fulcrumctl placements list`.
+pub fn placements(placements: &[PlacementView]) -> String {
+    if placements.is_empty() {
+        return "no placements\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("PLACEMENT", Align::Left),
+        ("STATE", Align::Left),
+        ("UNITS", Align::Right),
+        ("SPREAD", Align::Left),
+        ("CONTRACTS", Align::Left),
+        ("STARTED", Align::Left),
+    ]);
+    for p in placements {
+        let active = p.contracts.iter().filter(|c| c.state == "active").count();
+        t.push(vec![
+            short(&p.placement_id).to_owned(),
+            p.state.clone(),
+            p.units.to_string(),
+            p.spread.clone(),
+            format!("{} ({active} active)", p.contracts.len()),
+            format_rfc3339(p.started_at_ms),
+        ]);
+    }
+    t.render()
+}
+
+/// `fulcrumctl placements show`: what was asked, how it ended, its contracts.
+pub fn placement(p: &PlacementView) -> String {
+    let list = |items: &[String]| if items.is_empty() { "any".to_owned() } else { items.join(", ") };
+    let labels = if p.labels.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("{}{}", p.labels.join(", "), if p.attested_labels { " (attested)" } else { "" })
+    };
+    let mut pairs: Vec<(&str, String)> = vec![
+        ("placement", p.placement_id.clone()),
+        ("state", p.state.clone()),
+        ("units", format!("{}, spread {}", p.units, p.spread)),
+        ("countries", list(&p.countries)),
+        ("labels", labels),
+        ("min SLA", permille(p.min_sla_permille)),
+        ("max price", p.max_unit_price.as_ref().map_or("-".to_owned(), |m| format!("{m} per unit-hour"))),
+        ("start", format_rfc3339(p.start_ms)),
+        ("duration", format_duration_ms(p.duration_ms)),
+        ("attempts", p.attempts.to_string()),
+        ("started", format_rfc3339(p.started_at_ms)),
+        ("updated", format_rfc3339(p.updated_at_ms)),
+        ("log index", p.log_index.to_string()),
+    ];
+    if !p.reason.is_empty() {
+        pairs.push(("reason", p.reason.clone()));
+    }
+    if !p.unresolved.is_empty() {
+        pairs.push(("unresolved", p.unresolved.join(", ")));
+    }
+    let mut out = key_values(&pairs);
+    if !p.contracts.is_empty() {
+        out.push('\n');
+        out.push_str(&contracts_table(&p.contracts));
+        let _ = writeln!(out, "{}", totals(&p.contracts));
     }
     out
 }

@@ -37,6 +37,18 @@ pub struct StatusView {
     pub log_size: u64,
     /// Merkle root of the agreement log.
     pub log_root: String,
+    /// Size of the latest checkpoint this node signed.
+    pub checkpoint_size: u64,
+    /// Pieces of evidence held.
+    pub evidence: u32,
+    /// Nodes whose logs this node witnesses.
+    pub witnessed_nodes: u32,
+    /// open, member, no certificate, expired, revoked or invalid certificate: ...
+    pub membership: String,
+    /// When this node's certificate expires, Unix ms (0: none).
+    pub certificate_not_after_ms: u64,
+    /// Member certificates known.
+    pub members_known: u32,
 }
 
 impl From<wire::NodeStatus> for StatusView {
@@ -54,6 +66,12 @@ impl From<wire::NodeStatus> for StatusView {
             contracts_active: s.contracts_active,
             log_size: s.log_size,
             log_root: hex::encode(&s.log_root),
+            checkpoint_size: s.checkpoint_size,
+            evidence: s.evidence,
+            witnessed_nodes: s.witnessed_nodes,
+            membership: s.membership,
+            certificate_not_after_ms: s.certificate_not_after_ms,
+            members_known: s.members_known,
         }
     }
 }
@@ -370,12 +388,137 @@ impl ContractView {
 /// The result of `place`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlaceView {
-    /// True when nothing was negotiated: `contracts` is the plan.
+    /// True when nothing was negotiated: `plan` is what would be asked.
     pub dry_run: bool,
-    /// Contracts made (or planned).
+    /// The composite placement (empty for a dry run or when nothing fitted).
+    pub placement_id: String,
+    /// `complete`, `failed` or `partial-repaired`.
+    pub placement_state: String,
+    /// Contracts made: one per allocation of the plan, when complete.
     pub contracts: Vec<ContractView>,
+    /// The plan of a dry run.
+    pub plan: Vec<PlannedView>,
     /// Why nothing (or not everything) fitted.
     pub explanation: String,
+}
+
+impl PlaceView {
+    /// The daemon's answer to `place` (`dry_run` as asked).
+    pub fn new(dry_run: bool, r: wire::PlaceResult) -> PlaceView {
+        PlaceView {
+            dry_run,
+            placement_id: hex::encode(&r.placement_id),
+            placement_state: r.placement_state,
+            contracts: r.contracts.into_iter().map(ContractView::from).collect(),
+            plan: r.plan.into_iter().map(PlannedView::from).collect(),
+            explanation: r.explanation,
+        }
+    }
+}
+
+/// Units of one offer in a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedView {
+    /// The offering provider's key.
+    pub provider: String,
+    /// Its offer.
+    pub offer_id: String,
+    /// The offer's seq the plan was made from.
+    pub offer_seq: u64,
+    /// Where.
+    pub site: Option<SiteView>,
+    /// Units to take.
+    pub units: u32,
+    /// Price of one unit for one hour.
+    pub unit_price: Option<PriceView>,
+}
+
+impl From<wire::PlannedAllocation> for PlannedView {
+    fn from(a: wire::PlannedAllocation) -> Self {
+        PlannedView {
+            provider: hex::encode(&a.provider),
+            offer_id: a.offer_id,
+            offer_seq: a.offer_seq,
+            site: SiteView::from_wire(a.site),
+            units: a.units,
+            unit_price: PriceView::from_wire(a.unit_price),
+        }
+    }
+}
+
+/// One composite placement, as its latest record in the log says.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacementView {
+    /// Its id (32 hex digits).
+    pub placement_id: String,
+    /// `committing`, `complete`, `failed` or `partial-repaired`.
+    pub state: String,
+    /// Replicas asked for.
+    pub units: u32,
+    /// `none`, `providers` or `countries`.
+    pub spread: String,
+    /// Allowed countries (empty: any).
+    pub countries: Vec<String>,
+    /// Required labels.
+    pub labels: Vec<String>,
+    /// Whether the labels had to be attested.
+    pub attested_labels: bool,
+    /// Lowest acceptable SLA, permille.
+    pub min_sla_permille: u32,
+    /// Highest acceptable unit price per hour.
+    pub max_unit_price: Option<PriceView>,
+    /// Contract start, Unix ms.
+    pub start_ms: u64,
+    /// Contract duration, ms.
+    pub duration_ms: u64,
+    /// Its contracts as they stand now (complete: the placement's;
+    /// partial-repaired: those obtained and terminated).
+    pub contracts: Vec<ContractView>,
+    /// Commits whose outcome was unknown when it ended (terminated if they
+    /// turn into contracts).
+    pub unresolved: Vec<String>,
+    /// Plans tried.
+    pub attempts: u32,
+    /// Why it is not complete.
+    pub reason: String,
+    /// Unix ms.
+    pub started_at_ms: u64,
+    /// When its latest record was written, Unix ms.
+    pub updated_at_ms: u64,
+    /// Position of that record in the log.
+    pub log_index: u64,
+}
+
+impl From<wire::PlacementView> for PlacementView {
+    fn from(p: wire::PlacementView) -> Self {
+        let t = p.terms.unwrap_or_default();
+        let spread = match wire::Spread::try_from(t.spread) {
+            Ok(wire::Spread::None) => "none".to_owned(),
+            Ok(wire::Spread::Providers) => "providers".to_owned(),
+            Ok(wire::Spread::Countries) => "countries".to_owned(),
+            Err(_) => format!("spread-{}", t.spread),
+        };
+        PlacementView {
+            placement_id: hex::encode(&p.placement_id),
+            state: p.state,
+            units: t.units,
+            spread,
+            countries: t.countries,
+            labels: t.labels,
+            attested_labels: t.attested_labels,
+            min_sla_permille: t.min_sla_permille,
+            max_unit_price: PriceView::from_wire(t.max_unit_price),
+            start_ms: t.start_ms,
+            duration_ms: t.duration_ms,
+            contracts: p.contracts.into_iter().map(ContractView::from).collect(),
+            unresolved: p.unresolved.iter().map(hex::encode).collect(),
+            attempts: p.attempts,
+            reason: p.reason,
+            started_at_ms: p.started_at_ms,
+            updated_at_ms: p.updated_at_ms,
+            log_index: p.log_index,
+        }
+    }
 }
 
 /// One line of `contracts watch`.

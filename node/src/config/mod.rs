@@ -101,6 +101,14 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Admin socket path; default `<data_dir>/admin.sock`.
     pub admin_socket: Option<PathBuf>,
+    /// The federation's charter (`federation.toml`); none is an open
+    /// federation named `federation`, for development.
+    pub charter: Option<PathBuf>,
+    /// This node's member certificate (needed in a closed federation).
+    pub certificate: Option<PathBuf>,
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
+    /// `/readyz`; empty disables it.
+    pub metrics_listen: String,
 }
 
 impl Default for NodeConfig {
@@ -124,6 +132,9 @@ impl Default for NodeConfig {
             log_format: "human".into(),
             log_level: "info".into(),
             admin_socket: None,
+            charter: None,
+            certificate: None,
+            metrics_listen: "127.0.0.1:9464".into(),
         }
     }
 }
@@ -186,6 +197,15 @@ pub struct Overrides {
     /// Admin socket path.
     #[arg(long, env = "FULCRUM_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
+    /// The federation's charter file (federation.toml).
+    #[arg(long, env = "FULCRUM_CHARTER")]
+    pub charter: Option<PathBuf>,
+    /// This node's member certificate file.
+    #[arg(long, env = "FULCRUM_CERTIFICATE")]
+    pub certificate: Option<PathBuf>,
+    /// Address of the metrics, health and readiness endpoint, e.g. 127.0.0.1:9464 ("" disables it).
+    #[arg(long, env = "FULCRUM_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl NodeConfig {
@@ -222,9 +242,24 @@ impl NodeConfig {
             ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
         }
         set!(data_dir, federation, offer_ttl, max_peers, peer_rate_per_sec, peer_burst, hold_ttl, reply_timeout);
-        set!(place_deadline, log_format, log_level, checkpoint_interval, checkpoint_records, audit_interval, audit_grace);
+        set!(
+            place_deadline,
+            log_format,
+            log_level,
+            checkpoint_interval,
+            checkpoint_records,
+            audit_interval,
+            audit_grace
+        );
+        set!(metrics_listen);
         if o.admin_socket.is_some() {
             self.admin_socket = o.admin_socket.clone();
+        }
+        if o.charter.is_some() {
+            self.charter = o.charter.clone();
+        }
+        if o.certificate.is_some() {
+            self.certificate = o.certificate.clone();
         }
         if !o.listen.is_empty() {
             self.listen = o.listen.clone();
@@ -272,6 +307,15 @@ impl NodeConfig {
         if self.max_peers == 0 || self.peer_rate_per_sec == 0 || self.peer_burst == 0 {
             return invalid("max_peers/peer_rate_per_sec/peer_burst", "must be more than zero".into());
         }
+        if self.metrics_socket_addr().is_err() {
+            return invalid(
+                "metrics_listen",
+                format!(
+                    "{:?} is not an address with a port such as 127.0.0.1:9464 (\"\" disables it)",
+                    self.metrics_listen
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -283,6 +327,12 @@ impl NodeConfig {
     /// The admin socket path.
     pub fn socket_path(&self) -> PathBuf {
         self.admin_socket.clone().unwrap_or_else(|| self.data_dir.join("admin.sock"))
+    }
+
+    /// The metrics endpoint's address, `None` when disabled.
+    pub fn metrics_socket_addr(&self) -> Result<Option<std::net::SocketAddr>, std::net::AddrParseError> {
+        let addr = self.metrics_listen.trim();
+        if addr.is_empty() { Ok(None) } else { addr.parse().map(Some) }
     }
 
     /// The key file path.
@@ -389,6 +439,18 @@ log_level = "info"
 
 # Admin socket (default: <data_dir>/admin.sock).
 # admin_socket = "/run/fulcrum/admin.sock"
+
+# Membership: the federation's charter and this node's certificate. Without a
+# charter the federation is open (development only); with a closed charter the
+# node needs a certificate signed by k of its authorities (see
+# `fulcrumctl federation`).
+# charter = "/etc/fulcrum/federation.toml"
+# certificate = "/etc/fulcrum/member.cert"
+
+# HTTP endpoint for Prometheus (/metrics), health (/healthz) and readiness
+# (/readyz); "" disables it. It has no authentication: keep it on loopback
+# (or a private monitoring network) and let the scraper come to it.
+metrics_listen = "127.0.0.1:9464"
 "#,
         data_dir.display()
     )
@@ -415,19 +477,32 @@ mod tests {
 
     #[test]
     fn bad_configs_are_named() {
-        let cases: [(&str, &str); 6] = [
+        let cases: [(&str, &str); 8] = [
             ("federation = \n", "malformed"),
             ("no_such_field = 1\n", "malformed"),
             ("federation = \"has space\"\n", "federation"),
             ("hold_ttl = \"30 parsecs\"\n", "hold_ttl"),
             ("listen = [\"not an address\"]\n", "listen"),
             ("log_format = \"xml\"\n", "log_format"),
+            ("metrics_listen = \"localhost\"\n", "metrics_listen"),
+            ("metrics_listen = \"127.0.0.1\"\n", "metrics_listen"),
         ];
         for (text, word) in cases {
             let err = NodeConfig::parse(text, Path::new("node.toml")).and_then(|c| c.validate().map(|()| c));
             let msg = err.expect_err(text).to_string();
             assert!(msg.contains(word), "{text:?} gave {msg:?}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_empty_disables_it() {
+        let mut c = NodeConfig::default();
+        assert_eq!(c.metrics_socket_addr().unwrap(), Some("127.0.0.1:9464".parse().unwrap()));
+        c.apply(&Overrides { metrics_listen: Some("[::1]:9000".into()), ..Overrides::default() });
+        assert_eq!(c.metrics_socket_addr().unwrap(), Some("[::1]:9000".parse().unwrap()));
+        c.apply(&Overrides { metrics_listen: Some(String::new()), ..Overrides::default() });
+        assert_eq!(c.metrics_socket_addr().unwrap(), None);
+        c.validate().unwrap();
     }
 
     #[test]

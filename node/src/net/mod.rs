@@ -24,6 +24,10 @@ pub const NEGOTIATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/neg
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/offer-sync/1");
 /// Protocol of consistency and inclusion proofs of agreement logs.
 pub const PROOFS_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/proofs/1");
+/// Protocol of the certificate and revocation exchange between new peers.
+pub const MEMBERSHIP_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/membership/1");
+/// Largest membership exchange (every certificate of a large federation).
+pub const MAX_MEMBERSHIP_BYTES: usize = 16 * 1024 * 1024;
 /// Kademlia protocol of Fulcrum federations (kept apart from public DHTs).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/fulcrum/kad/1");
 /// Largest negotiation message on the wire.
@@ -54,6 +58,8 @@ pub struct Behaviour {
     pub sync: request_response::Behaviour<BytesCodec>,
     /// Log proofs request-response.
     pub proofs: request_response::Behaviour<BytesCodec>,
+    /// Certificate and revocation exchange.
+    pub membership: request_response::Behaviour<BytesCodec>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -120,6 +126,7 @@ pub fn behaviour(
         negotiate: rr(NEGOTIATE_PROTOCOL, MAX_NEGOTIATION_BYTES, MAX_NEGOTIATION_BYTES),
         sync: rr(SYNC_PROTOCOL, 1024, MAX_SYNC_BYTES),
         proofs: rr(PROOFS_PROTOCOL, MAX_PROOF_REQUEST_BYTES, MAX_PROOF_RESPONSE_BYTES),
+        membership: rr(MEMBERSHIP_PROTOCOL, MAX_MEMBERSHIP_BYTES, MAX_MEMBERSHIP_BYTES),
     })
 }
 

@@ -7,9 +7,10 @@
 use std::path::Path;
 
 use fulcrum_proto::v1 as wire;
-use fulcrum_protocol::ids::ContractId;
+use fulcrum_protocol::ids::{ContractId, PlacementId};
 use fulcrum_protocol::keys::PublicKey;
 use fulcrum_protocol::offer::OfferKey;
+use fulcrum_protocol::placement::PlacementRecord;
 use fulcrum_protocol::record::Record;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -38,11 +39,21 @@ pub struct ContractEntry {
     pub contract: Vec<u8>,
 }
 
+/// A placement as the index keeps it: its latest record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementEntry {
+    /// Position of that record in the log.
+    pub log_index: u64,
+    /// The record.
+    pub record: PlacementRecord,
+}
+
 /// The index database.
 #[derive(Debug, Clone)]
 pub struct Index {
     db: sled::Db,
     contracts: sled::Tree,
+    placements: sled::Tree,
     offers: sled::Tree,
     meta: sled::Tree,
     witnessed: sled::Tree,
@@ -62,6 +73,7 @@ impl Index {
         let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
         Ok(Index {
             contracts: db.open_tree("contracts")?,
+            placements: db.open_tree("placements")?,
             offers: db.open_tree("offers")?,
             meta: db.open_tree("meta")?,
             witnessed: db.open_tree("witnessed")?,
@@ -84,6 +96,7 @@ impl Index {
         let mut applied = self.applied()? as usize;
         if applied > records.len() {
             self.contracts.clear()?;
+            self.placements.clear()?;
             self.meta.insert(APPLIED, &0u64.to_be_bytes())?;
             applied = 0;
         }
@@ -113,7 +126,16 @@ impl Index {
                     self.contracts.insert(contract_id.0, value)?;
                 }
             }
-            Record::Offer { .. } | Record::Pending { .. } | Record::Abandoned { .. } | Record::Evidence { .. } => {}
+            Record::Offer { .. }
+            | Record::Pending { .. }
+            | Record::Abandoned { .. }
+            | Record::Evidence { .. }
+            | Record::Revocation { .. } => {}
+            Record::Placement { placement } => {
+                let entry = PlacementEntry { log_index, record: placement.clone() };
+                let value = serde_json::to_vec(&entry).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+                self.placements.insert(placement.id.0, value)?;
+            }
         }
         // Only a contiguous run advances the mark: if an earlier record failed
         // to apply, start-up catches up from it instead of skipping it.
@@ -156,6 +178,23 @@ impl Index {
                 let entry = serde_json::from_slice(&v).map_err(|e| IndexError::Corrupt(e.to_string()))?;
                 Ok((id, entry))
             })
+            .collect()
+    }
+
+    /// One placement, as its latest record says.
+    pub fn placement(&self, id: &PlacementId) -> Result<Option<PlacementEntry>, IndexError> {
+        self.placements
+            .get(id.0)?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| IndexError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Every placement, in id order.
+    pub fn placements(&self) -> Result<Vec<PlacementEntry>, IndexError> {
+        self.placements
+            .iter()
+            .values()
+            .map(|v| serde_json::from_slice(&v?).map_err(|e| IndexError::Corrupt(e.to_string())))
             .collect()
     }
 

@@ -143,6 +143,10 @@ pub struct LogStats {
     pub last_fsync_micros: u64,
 }
 
+/// Told the duration of every batch's `fsync` by the writer thread (for a
+/// latency histogram); it must return quickly.
+pub type FsyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// The open agreement log. Cheap to clone; every clone appends to the same
 /// file through the same writer thread.
 #[derive(Clone)]
@@ -171,6 +175,8 @@ struct Shared {
     closed: AtomicBool,
     /// Set once a write or fsync failed: why the log takes no more appends.
     halted: OnceLock<String>,
+    /// Told the duration of every batch's fsync, once set.
+    fsync_observer: OnceLock<FsyncObserver>,
 }
 
 /// What is on disk, changed only by the writer and only after an fsync.
@@ -239,6 +245,7 @@ impl AgreementLog {
             durable: RwLock::new(durable),
             closed: AtomicBool::new(false),
             halted: OnceLock::new(),
+            fsync_observer: OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer { file, rx, shared: Arc::clone(&shared), buf: Vec::new() };
@@ -352,6 +359,12 @@ impl AgreementLog {
             batches: durable.batches,
             last_fsync_micros: durable.last_fsync_micros,
         }
+    }
+
+    /// Tells `observer` the duration of every batch's fsync from now on. Only
+    /// the first observer set is kept; returns false if one was set already.
+    pub fn observe_fsyncs(&self, observer: FsyncObserver) -> bool {
+        self.inner.shared.fsync_observer.set(observer).is_ok()
     }
 
     /// Stops the writer after it has made everything already submitted
@@ -482,7 +495,12 @@ impl<F: LogFile> Writer<F> {
             }
         };
         let fsync_time = match synced {
-            Ok(elapsed) => elapsed,
+            Ok(elapsed) => {
+                if let Some(observe) = self.shared.fsync_observer.get() {
+                    observe(elapsed);
+                }
+                elapsed
+            }
             Err((op, e)) => {
                 // Stop for good. After a failed fsync the kernel may already
                 // have dropped the dirty pages and cleared the error, so a
@@ -765,6 +783,25 @@ mod tests {
 
         assert_reopens_as(&path, &all, 0);
         assert_eq!(read_log(&path).unwrap(), (all, false));
+    }
+
+    #[test]
+    fn the_fsync_observer_hears_every_batch() {
+        use std::sync::atomic::AtomicU64;
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = AgreementLog::open(&dir.path().join("agreements.log")).unwrap();
+        let heard = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&heard);
+        assert!(log.observe_fsyncs(Arc::new(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })));
+        assert!(!log.observe_fsyncs(Arc::new(|_| {})), "only the first observer is kept");
+        for i in 0..3 {
+            log.append_blocking(vec![record(i, 10)]).unwrap();
+        }
+        log.close();
+        assert_eq!(heard.load(Ordering::Relaxed), log.stats().batches);
+        assert_eq!(heard.load(Ordering::Relaxed), 3);
     }
 
     #[test]

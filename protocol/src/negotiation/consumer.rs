@@ -3,6 +3,11 @@
 //! or a crash. A negotiation that has sent a Commit never "fails" on a timer:
 //! only the provider's definitive answer (countersigned, or the hold is gone)
 //! ends it, so both sides always reach the same answer.
+//!
+//! A negotiation started with [`Consumer::start_hold`] stops at the hold
+//! ([`Event::Held`]) until the caller decides: [`Consumer::commit`] or
+//! [`Consumer::release`]. Composite placements use it to commit only once
+//! every provider holds its part.
 
 use std::collections::HashMap;
 
@@ -84,6 +89,35 @@ pub enum FailReason {
     Deadline,
     /// The hold is gone at the provider: the commit will never happen.
     HoldLost,
+    /// A hold kept for [`Consumer::commit`] reached its `hold_until` first.
+    HoldExpired,
+}
+
+impl std::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailReason::Rejected(code, message) => {
+                let name = code.as_str_name();
+                let name = name.strip_prefix("REJECT_CODE_").unwrap_or(name).to_ascii_lowercase().replace('_', "-");
+                write!(f, "rejected ({name}): {message}")
+            }
+            FailReason::CounterOutOfLimits => f.write_str("countered outside the request's limits"),
+            FailReason::TooManyRounds => f.write_str("too many counter rounds"),
+            FailReason::DraftMismatch(why) => write!(f, "draft refused: {why}"),
+            FailReason::Deadline => f.write_str("no hold before the deadline"),
+            FailReason::HoldLost => f.write_str("the hold is gone at the provider"),
+            FailReason::HoldExpired => f.write_str("the hold expired before the commit"),
+        }
+    }
+}
+
+/// When a granted hold is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitMode {
+    /// At once, as soon as a hold with a good draft arrives.
+    OnHold,
+    /// When the caller says so ([`Consumer::commit`]).
+    Explicit,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +125,22 @@ enum Phase {
     Proposing {
         propose: Propose,
         sent_at_ms: u64,
+    },
+    /// Explicit mode: a hold with a good draft, signed by us but not sent.
+    Held {
+        hold_id: HoldId,
+        contract: Box<SignedContract>,
+        hold_until_ms: u64,
+    },
+    /// Explicit mode: the caller let the hold go; the Release is sent again
+    /// until the provider acknowledges it, the hold would have expired, or
+    /// `max_status_attempts` sends went unanswered.
+    Releasing {
+        hold_id: HoldId,
+        release: Release,
+        hold_until_ms: u64,
+        sent_at_ms: u64,
+        attempts: u32,
     },
     Committing {
         hold_id: HoldId,
@@ -113,6 +163,7 @@ const MAX_CURRENT_REQUESTS: usize = 4;
 struct Negotiation {
     provider: PublicKey,
     terms: PlaceTerms,
+    mode: CommitMode,
     phase: Phase,
     /// Where and what the chosen offer was: the draft must match it.
     site: Site,
@@ -213,6 +264,7 @@ impl Consumer {
                 Negotiation {
                     provider: t.provider,
                     terms,
+                    mode: CommitMode::OnHold,
                     site: t.site.clone(),
                     flavour: t.flavour.clone(),
                     phase: Phase::Committing {
@@ -255,13 +307,47 @@ impl Consumer {
         self.contracts.get(id).map(|(c, _)| c)
     }
 
-    /// Starts a negotiation for `terms.units` of `offer`.
+    /// True while a Commit of this contract waits for the provider's answer
+    /// (after a restart too: pending records become such negotiations).
+    pub fn awaiting(&self, id: &ContractId) -> bool {
+        self.negotiations
+            .values()
+            .any(|n| matches!(&n.phase, Phase::Committing { contract, .. } if contract.id() == *id))
+    }
+
+    /// Starts a negotiation for `terms.units` of `offer` that commits as
+    /// soon as a hold is granted.
     pub fn start<R: RngCore + ?Sized>(
         &mut self,
         now_ms: u64,
         rng: &mut R,
         offer: &Offer,
         terms: PlaceTerms,
+    ) -> Result<(NegotiationId, Step), ConsumerError> {
+        self.begin(now_ms, rng, offer, terms, CommitMode::OnHold)
+    }
+
+    /// Starts a negotiation for `terms.units` of `offer` that stops at the
+    /// hold: [`Event::Held`] reports it, and nothing is committed until
+    /// [`Consumer::commit`]. A hold neither committed nor released fails the
+    /// negotiation with [`FailReason::HoldExpired`] at its `hold_until`.
+    pub fn start_hold<R: RngCore + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        rng: &mut R,
+        offer: &Offer,
+        terms: PlaceTerms,
+    ) -> Result<(NegotiationId, Step), ConsumerError> {
+        self.begin(now_ms, rng, offer, terms, CommitMode::Explicit)
+    }
+
+    fn begin<R: RngCore + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        rng: &mut R,
+        offer: &Offer,
+        terms: PlaceTerms,
+        mode: CommitMode,
     ) -> Result<(NegotiationId, Step), ConsumerError> {
         // Only proposals count: a negotiation waiting for its commit's outcome
         // cannot be dropped (both sides must reach the same answer) and must
@@ -308,6 +394,7 @@ impl Consumer {
             Negotiation {
                 provider: offer.provider,
                 terms,
+                mode,
                 site: offer.site.clone(),
                 flavour: offer.flavour.clone(),
                 current: vec![propose.request_id],
@@ -335,7 +422,14 @@ impl Consumer {
                 self.terminations.acknowledged(&t.contract_id);
                 Step::default()
             }
-            Message::Released(_) => Step::default(),
+            Message::Released(r) => {
+                if let Some(id) = self.negotiation_for(from, r.request_id)
+                    && matches!(self.negotiations[&id].phase, Phase::Releasing { hold_id, .. } if hold_id == r.hold_id)
+                {
+                    self.forget(id);
+                }
+                Step::default()
+            }
             Message::Propose(p) => reject_step(from, p.request_id, "a consumer does not accept proposals"),
             Message::Commit(c) => reject_step(from, c.request_id, "a consumer does not accept commits"),
             Message::Release(r) => reject_step(from, r.request_id, "a consumer holds nothing to release"),
@@ -349,9 +443,14 @@ impl Consumer {
         (n.provider == from && n.current.contains(&request_id)).then_some(*id)
     }
 
-    /// True when some negotiation is committing this hold.
-    fn committing(&self, hold_id: HoldId) -> bool {
-        self.negotiations.values().any(|n| matches!(&n.phase, Phase::Committing { hold_id: h, .. } if *h == hold_id))
+    /// True when some negotiation has moved past proposing with this hold.
+    fn owns_hold(&self, hold_id: HoldId) -> bool {
+        self.negotiations.values().any(|n| match &n.phase {
+            Phase::Proposing { .. } => false,
+            Phase::Held { hold_id: h, .. }
+            | Phase::Releasing { hold_id: h, .. }
+            | Phase::Committing { hold_id: h, .. } => *h == hold_id,
+        })
     }
 
     fn on_hold<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, from: PublicKey, h: Hold) -> Step {
@@ -359,14 +458,14 @@ impl Consumer {
             let n = self.negotiations.get(&id)?;
             match &n.phase {
                 Phase::Proposing { propose, .. } => Some((id, propose.clone())),
-                Phase::Committing { .. } => None,
+                Phase::Held { .. } | Phase::Releasing { .. } | Phase::Committing { .. } => None,
             }
         });
         let Some((id, propose)) = proposing else {
             // A hold we no longer want (late, or for an earlier round, or of a
             // finished negotiation): free it now instead of letting it expire.
-            // A duplicate of the hold we are committing is simply ignored.
-            if self.committing(h.hold_id) {
+            // A duplicate of the hold we keep, release or commit is ignored.
+            if self.owns_hold(h.hold_id) {
                 return Step::default();
             }
             let mut step = Step::default();
@@ -388,11 +487,46 @@ impl Consumer {
                 return step;
             }
         };
+        if self.negotiations[&id].mode == CommitMode::Explicit {
+            // Answers to the proposals are stale from here on: nothing but
+            // the caller moves a held negotiation.
+            self.enter_phase(id, None);
+            if let Some(n) = self.negotiations.get_mut(&id) {
+                n.phase = Phase::Held {
+                    hold_id: h.hold_id,
+                    contract: Box::new(contract.clone()),
+                    hold_until_ms: h.hold_until_ms,
+                };
+            }
+            let held = Event::Held {
+                negotiation_id: id,
+                hold_id: h.hold_id,
+                hold_until_ms: h.hold_until_ms,
+                contract_id: contract.id(),
+            };
+            return Step { events: vec![held], ..Step::default() };
+        }
+        self.send_commit(now_ms, rng, id, from, h.hold_id, contract)
+    }
+
+    /// Enters the commit phase: the Pending record first, then the Commit.
+    fn send_commit<R: RngCore + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        rng: &mut R,
+        id: NegotiationId,
+        to: PublicKey,
+        hold_id: HoldId,
+        contract: SignedContract,
+    ) -> Step {
         let request_id = RequestId::random(rng);
-        self.track(id, request_id);
+        // Only answers to the Commit (and later Status questions) count now:
+        // a Reject of a duplicated proposal must not end a negotiation whose
+        // Commit may still make a contract.
+        self.enter_phase(id, Some(request_id));
         if let Some(n) = self.negotiations.get_mut(&id) {
             n.phase = Phase::Committing {
-                hold_id: h.hold_id,
+                hold_id,
                 contract: Box::new(contract.clone()),
                 sent_at_ms: now_ms,
                 commit_sent_ms: now_ms,
@@ -401,11 +535,59 @@ impl Consumer {
         }
         Step {
             persist: vec![Record::Pending { contract: contract.clone() }],
-            send: vec![Outgoing {
-                to: from,
-                message: Message::Commit(Commit { request_id, hold_id: h.hold_id, contract }),
-            }],
+            send: vec![Outgoing { to, message: Message::Commit(Commit { request_id, hold_id, contract }) }],
             events: Vec::new(),
+        }
+    }
+
+    /// Commits a negotiation started with [`Consumer::start_hold`] whose
+    /// hold was reported by [`Event::Held`]. The Pending record in the step
+    /// must be durable before the Commit is sent. None when the negotiation
+    /// is not holding (unknown, ended, still proposing or already committing).
+    pub fn commit<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, id: NegotiationId) -> Option<Step> {
+        let n = self.negotiations.get(&id)?;
+        let Phase::Held { hold_id, contract, hold_until_ms } = &n.phase else {
+            return None;
+        };
+        if now_ms >= *hold_until_ms {
+            return None;
+        }
+        let (provider, hold_id, contract) = (n.provider, *hold_id, (**contract).clone());
+        Some(self.send_commit(now_ms, rng, id, provider, hold_id, contract))
+    }
+
+    /// Gives up a negotiation that has not committed: a granted hold is
+    /// released (the Release is sent again until acknowledged or the hold
+    /// expires), a proposal is abandoned (a hold granted for it later is
+    /// released on arrival). No event follows. None when the negotiation is
+    /// unknown or committing: a Commit sent can only end by the provider's
+    /// answer.
+    pub fn release<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, id: NegotiationId) -> Option<Step> {
+        let n = self.negotiations.get(&id)?;
+        match &n.phase {
+            Phase::Committing { .. } => None,
+            Phase::Releasing { .. } => Some(Step::default()),
+            Phase::Proposing { .. } => {
+                self.forget(id);
+                Some(Step::default())
+            }
+            Phase::Held { hold_id, hold_until_ms, .. } => {
+                let (provider, hold_id, hold_until_ms) = (n.provider, *hold_id, *hold_until_ms);
+                let release = Release { request_id: RequestId::random(rng), hold_id };
+                self.enter_phase(id, Some(release.request_id));
+                if let Some(n) = self.negotiations.get_mut(&id) {
+                    n.phase = Phase::Releasing {
+                        hold_id,
+                        release: release.clone(),
+                        hold_until_ms,
+                        sent_at_ms: now_ms,
+                        attempts: 1,
+                    };
+                }
+                let mut step = Step::default();
+                step.send(provider, Message::Release(release));
+                Some(step)
+            }
         }
     }
 
@@ -474,7 +656,7 @@ impl Consumer {
             max_unit_price: price,
             ..propose
         };
-        self.enter_phase(id, next.request_id);
+        self.enter_phase(id, Some(next.request_id));
         let mut step = Step::default();
         step.send(from, Message::Propose(next.clone()));
         if let Some(n) = self.negotiations.get_mut(&id) {
@@ -638,6 +820,8 @@ impl Consumer {
             .values()
             .map(|n| match &n.phase {
                 Phase::Proposing { sent_at_ms, .. } => (sent_at_ms + timeout).min(n.terms.deadline_ms),
+                Phase::Held { hold_until_ms, .. } => *hold_until_ms,
+                Phase::Releasing { hold_until_ms, sent_at_ms, .. } => (sent_at_ms + timeout).min(*hold_until_ms),
                 Phase::Committing { sent_at_ms, attempts, .. } => sent_at_ms + self.status_backoff(*attempts),
             })
             .min()
@@ -661,6 +845,29 @@ impl Consumer {
                     step.send(provider, Message::Propose(propose.clone()));
                     if let Some(n) = self.negotiations.get_mut(&id) {
                         n.phase = Phase::Proposing { propose, sent_at_ms: now_ms };
+                    }
+                }
+                Phase::Held { hold_until_ms, .. } if now_ms >= hold_until_ms => {
+                    // The provider has let it go by now; nothing to send.
+                    step.extend(self.fail(id, FailReason::HoldExpired));
+                }
+                Phase::Releasing { hold_until_ms, attempts, .. }
+                    if now_ms >= hold_until_ms || attempts >= self.limits.max_status_attempts =>
+                {
+                    self.forget(id);
+                }
+                Phase::Releasing { hold_id, release, hold_until_ms, sent_at_ms, attempts }
+                    if now_ms >= sent_at_ms + timeout =>
+                {
+                    step.send(provider, Message::Release(release.clone()));
+                    if let Some(n) = self.negotiations.get_mut(&id) {
+                        n.phase = Phase::Releasing {
+                            hold_id,
+                            release,
+                            hold_until_ms,
+                            sent_at_ms: now_ms,
+                            attempts: attempts.saturating_add(1),
+                        };
                     }
                 }
                 Phase::Committing { hold_id, contract, sent_at_ms, commit_sent_ms, attempts }
@@ -713,13 +920,15 @@ impl Consumer {
     }
 
     /// Starts a new phase: answers to earlier requests become stale.
-    fn enter_phase(&mut self, id: NegotiationId, request_id: RequestId) {
+    fn enter_phase(&mut self, id: NegotiationId, request_id: Option<RequestId>) {
         if let Some(n) = self.negotiations.get_mut(&id) {
             for old in n.current.drain(..) {
                 self.by_request.remove(&old);
             }
         }
-        self.track(id, request_id);
+        if let Some(request_id) = request_id {
+            self.track(id, request_id);
+        }
     }
 
     fn forget(&mut self, id: NegotiationId) {

@@ -106,6 +106,19 @@ pub enum Event {
         /// Contract.
         contract_id: ContractId,
     },
+    /// Consumer: a negotiation started with [`Consumer::start_hold`] holds
+    /// its units at the provider; [`Consumer::commit`] or
+    /// [`Consumer::release`] it before `hold_until_ms`.
+    Held {
+        /// Negotiation.
+        negotiation_id: NegotiationId,
+        /// The provider's hold.
+        hold_id: HoldId,
+        /// When the provider lets the hold go, Unix ms (its clock).
+        hold_until_ms: u64,
+        /// The contract a commit would make (its draft, signed by us only).
+        contract_id: ContractId,
+    },
     /// Consumer: a negotiation ended without a contract.
     Failed {
         /// Negotiation.

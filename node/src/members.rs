@@ -1,0 +1,296 @@
+//! Federation membership as the daemon enforces it: the charter, this
+//! node's own certificate, the certificates and revocations learned from
+//! peers, and the checks every offer, proposal and checkpoint goes through.
+//!
+//! Certificates travel two ways: each node gossips its own on the
+//! membership topic, and two nodes that connect exchange every certificate
+//! and revocation they know, so a new node can check the authors of what its
+//! first peer forwards. Revocations are gossiped, exchanged, and kept in the
+//! agreement log, so they survive restarts.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fulcrum_proto::v1 as wire;
+use fulcrum_protocol::Limits;
+use fulcrum_protocol::keys::PublicKey;
+use fulcrum_protocol::membership::{Charter, MemberCertificate, Membership, MembershipError, Revocation};
+use libp2p::PeerId;
+use libp2p::gossipsub::IdentTopic;
+use prost::Message as _;
+use tracing::{error, info, warn};
+
+use crate::charter::{load_certificate, load_charter};
+use crate::config::NodeConfig;
+
+/// Warn about this node's own certificate this long before it expires.
+pub const EXPIRY_WARNING_MS: u64 = 30 * 24 * 3_600_000;
+/// How often that warning is repeated.
+const WARNING_EVERY: Duration = Duration::from_secs(3_600);
+/// Most certificates sent in one exchange.
+const MAX_EXCHANGED: usize = 20_000;
+
+/// The gossip topic of a federation's certificates and revocations.
+pub fn membership_topic(federation: &str) -> IdentTopic {
+    IdentTopic::new(format!("fulcrum/{federation}/membership/1"))
+}
+
+/// What a gossiped membership message brought.
+#[derive(Debug)]
+pub enum Gossiped {
+    /// Something new; a revocation to apply, log and act on.
+    New(Option<Revocation>),
+    /// Already known.
+    Known,
+    /// Not valid: wrong federation, too few or forged authority signatures,
+    /// expired, or not decodable.
+    Invalid(String),
+}
+
+/// The daemon's membership state.
+#[derive(Debug)]
+pub struct Members {
+    membership: Membership,
+    own: Option<MemberCertificate>,
+    me: PublicKey,
+    limits: Limits,
+    /// The membership gossip topic.
+    pub topic: IdentTopic,
+    /// Whether the own certificate reached the mesh at least once.
+    pub own_published: bool,
+    /// Connected peers whose certificates were exchanged with this node.
+    pub exchanged: HashSet<PeerId>,
+    last_warning: Option<Instant>,
+}
+
+impl Members {
+    /// Loads the charter (none: an open federation named after the config)
+    /// and the node's own certificate. A missing, invalid or expired own
+    /// certificate is reported loudly but does not stop the node: it can
+    /// still serve its admin API and its log, while peers refuse to trade
+    /// with it.
+    pub fn load(config: &NodeConfig, me: PublicKey, limits: &Limits, now_ms: u64) -> anyhow::Result<Members> {
+        let charter = match &config.charter {
+            Some(path) => {
+                let charter = load_charter(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::ensure!(
+                    charter.name == config.federation,
+                    "the charter {} is for federation {:?}, but this node is configured for {:?}",
+                    path.display(),
+                    charter.name,
+                    config.federation
+                );
+                charter
+            }
+            None => Charter { name: config.federation.clone(), authorities: Vec::new(), threshold: 0 },
+        };
+        let mut membership = Membership::new(charter).context("invalid charter")?;
+        let own = match &config.certificate {
+            Some(path) => {
+                let cert = load_certificate(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                anyhow::ensure!(
+                    cert.body().member == me,
+                    "the certificate {} is for the key {}, not for this node's key {me}",
+                    path.display(),
+                    cert.body().member
+                );
+                Some(cert)
+            }
+            None => None,
+        };
+        if let Some(cert) = &own
+            && let Err(e) = membership.add_certificate(cert.clone(), now_ms)
+        {
+            error!(error = %e, "this node's member certificate is not valid; peers refuse its offers and proposals");
+        }
+        if !membership.charter().is_open() && own.is_none() {
+            error!(
+                "the federation {:?} is closed and no member certificate is configured (`certificate` in \
+                 node.toml); peers refuse this node's offers and proposals",
+                config.federation
+            );
+        }
+        let members = Members {
+            membership,
+            own,
+            me,
+            limits: limits.clone(),
+            topic: membership_topic(&config.federation),
+            own_published: false,
+            exchanged: HashSet::new(),
+            last_warning: None,
+        };
+        info!(
+            federation = %config.federation,
+            closed = !members.is_open(),
+            authorities = members.membership.charter().authorities.len(),
+            threshold = members.membership.charter().threshold,
+            standing = %members.standing(now_ms).0,
+            "membership loaded"
+        );
+        Ok(members)
+    }
+
+    /// True for an open federation (threshold 0).
+    pub fn is_open(&self) -> bool {
+        self.membership.charter().is_open()
+    }
+
+    /// Whether `member` may take part now.
+    pub fn check(&self, member: &PublicKey, now_ms: u64) -> Result<(), MembershipError> {
+        self.membership.check(member, now_ms)
+    }
+
+    /// Labels the authorities vouch for on `member`.
+    pub fn attested(&self, member: &PublicKey, now_ms: u64) -> BTreeSet<String> {
+        self.membership.attested_labels(member, now_ms)
+    }
+
+    /// Certificates known (own included when valid).
+    pub fn known(&self) -> usize {
+        self.membership.certificates().count()
+    }
+
+    /// This node's standing, for `status`: a word and the certificate's end.
+    pub fn standing(&self, now_ms: u64) -> (String, u64) {
+        let not_after = self.own.as_ref().map_or(0, |c| c.body().not_after_ms);
+        let word = match self.membership.check(&self.me, now_ms) {
+            Ok(()) if self.is_open() && self.own.is_none() => "open".to_owned(),
+            Ok(()) => "member".to_owned(),
+            Err(MembershipError::Revoked(_)) => "revoked".to_owned(),
+            Err(MembershipError::Expired { .. }) => "expired".to_owned(),
+            Err(MembershipError::NoCertificate(_)) if self.own.is_none() => "no certificate".to_owned(),
+            Err(e) => format!("invalid certificate: {e}"),
+        };
+        (word, not_after)
+    }
+
+    /// A warning line when the own certificate expires soon or has, at most
+    /// once an hour.
+    pub fn expiry_warning(&mut self, now_ms: u64) -> Option<String> {
+        let not_after = self.own.as_ref()?.body().not_after_ms;
+        if now_ms + EXPIRY_WARNING_MS < not_after {
+            return None;
+        }
+        if self.last_warning.is_some_and(|at| at.elapsed() < WARNING_EVERY) {
+            return None;
+        }
+        self.last_warning = Some(Instant::now());
+        Some(if now_ms >= not_after {
+            "this node's member certificate has expired: peers refuse its offers and proposals; ask the \
+             federation's authorities for a new one (fulcrumctl federation member request)"
+                .to_owned()
+        } else {
+            format!(
+                "this node's member certificate expires in {} days; ask the federation's authorities for a new one",
+                (not_after - now_ms) / (24 * 3_600_000)
+            )
+        })
+    }
+
+    /// The own certificate as a gossip message.
+    pub fn own_gossip(&self) -> Option<Vec<u8>> {
+        let cert = wire::MemberCertificate::decode(self.own.as_ref()?.encode().as_slice()).ok()?;
+        Some(wire::MembershipGossip { item: Some(wire::membership_gossip::Item::Certificate(cert)) }.encode_to_vec())
+    }
+
+    /// A revocation as a gossip message.
+    pub fn revocation_gossip(revocation: &Revocation) -> Option<Vec<u8>> {
+        let r = wire::Revocation::decode(revocation.encode().as_slice()).ok()?;
+        Some(wire::MembershipGossip { item: Some(wire::membership_gossip::Item::Revocation(r)) }.encode_to_vec())
+    }
+
+    /// Everything this node knows, for a peer that just connected.
+    pub fn exchange(&self) -> Vec<u8> {
+        let own = self.own.iter();
+        let certificates = own
+            .chain(self.membership.certificates().filter(|c| c.body().member != self.me))
+            .take(MAX_EXCHANGED)
+            .filter_map(|c| wire::MemberCertificate::decode(c.encode().as_slice()).ok())
+            .collect();
+        let revocations = self
+            .membership
+            .revocations()
+            .filter_map(|r| wire::Revocation::decode(r.encode().as_slice()).ok())
+            .collect();
+        wire::MembershipExchange { certificates, revocations }.encode_to_vec()
+    }
+
+    /// A revocation that is valid under the charter and not applied yet.
+    fn fresh(&self, revocation: &Revocation) -> Result<bool, MembershipError> {
+        if self.membership.is_revoked(&revocation.body().member) {
+            return Ok(false);
+        }
+        revocation.verify(self.membership.charter())?;
+        Ok(true)
+    }
+
+    /// Learns the certificates of a peer's exchange; returns the valid
+    /// revocations it holds that are new here, for the caller to apply.
+    pub fn on_exchange(&mut self, bytes: &[u8], now_ms: u64) -> Result<Vec<Revocation>, String> {
+        let exchange = wire::MembershipExchange::decode(bytes).map_err(|e| format!("malformed exchange: {e}"))?;
+        let mut new = Vec::new();
+        for r in exchange.revocations {
+            if let Ok(revocation) = Revocation::decode(&r.encode_to_vec(), &self.limits)
+                && let Ok(true) = self.fresh(&revocation)
+            {
+                new.push(revocation);
+            }
+        }
+        for c in exchange.certificates {
+            if let Ok(cert) = MemberCertificate::decode(&c.encode_to_vec(), &self.limits) {
+                // Invalid ones (a peer's own, say) are simply not learned;
+                // the peer is then refused like any non-member.
+                let _ = self.membership.add_certificate(cert, now_ms);
+            }
+        }
+        Ok(new)
+    }
+
+    /// A message from the membership topic. A new revocation is returned
+    /// for the caller to apply with [`Members::add_revocation`].
+    pub fn on_gossip(&mut self, bytes: &[u8], now_ms: u64) -> Gossiped {
+        use wire::membership_gossip::Item;
+        let Some(item) = wire::MembershipGossip::decode(bytes).ok().and_then(|g| g.item) else {
+            return Gossiped::Invalid("malformed membership message".into());
+        };
+        match item {
+            Item::Certificate(c) => match MemberCertificate::decode(&c.encode_to_vec(), &self.limits) {
+                Ok(cert) => {
+                    let member = cert.body().member;
+                    let before = self.membership.check(&member, now_ms).is_ok();
+                    match self.membership.add_certificate(cert, now_ms) {
+                        Ok(()) if before => Gossiped::Known,
+                        Ok(()) => Gossiped::New(None),
+                        Err(MembershipError::Revoked(_)) => Gossiped::Known,
+                        Err(e) => Gossiped::Invalid(e.to_string()),
+                    }
+                }
+                Err(e) => Gossiped::Invalid(e.to_string()),
+            },
+            Item::Revocation(r) => match Revocation::decode(&r.encode_to_vec(), &self.limits) {
+                Ok(revocation) => match self.fresh(&revocation) {
+                    Ok(true) => Gossiped::New(Some(revocation)),
+                    Ok(false) => Gossiped::Known,
+                    Err(e) => Gossiped::Invalid(e.to_string()),
+                },
+                Err(e) => Gossiped::Invalid(e.to_string()),
+            },
+        }
+    }
+
+    /// Verifies and applies a revocation; true when it is new.
+    pub fn add_revocation(&mut self, revocation: Revocation) -> Result<bool, MembershipError> {
+        let member = revocation.body().member;
+        let new = self.membership.revoke(revocation)?;
+        if new {
+            if member == self.me {
+                error!("this node's membership was revoked by the federation's authorities");
+            } else {
+                warn!(%member, "member revoked by the federation's authorities");
+            }
+        }
+        Ok(new)
+    }
+}

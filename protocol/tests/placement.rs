@@ -1,0 +1,613 @@
+//! Composite placement, all or nothing, under a hostile network: several
+//! consumers, each running a [`Coordinator`] over its consumer engine, race
+//! for the units of a few providers while messages are duplicated, reordered
+//! and dropped, clocks jump, and providers and consumers crash and restart
+//! from their logs. Messages cross the "network" as real signed envelopes.
+//!
+//! After every step: no provider oversells. At the end, once the network is
+//! reliable again and every deadline has passed: no hold is left, every
+//! contract active at a provider belongs to a placement its consumer
+//! recorded as complete, every complete placement has all its contracts
+//! active on both sides and meets its spread and label constraints, and
+//! every placement that did not complete has none active anywhere.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use common::{FEDERATION, HOUR_MS, T0, identity, offer_terms};
+use fulcrum_protocol::Limits;
+use fulcrum_protocol::book::OfferBook;
+use fulcrum_protocol::contract::SignedContract;
+use fulcrum_protocol::envelope::Envelope;
+use fulcrum_protocol::ids::{ContractId, PlacementId};
+use fulcrum_protocol::keys::PublicKey;
+use fulcrum_protocol::matching::Spread;
+use fulcrum_protocol::messages::TerminationReason;
+use fulcrum_protocol::negotiation::{Consumer, Provider, Step};
+use fulcrum_protocol::offer::{Country, Price, Resources};
+use fulcrum_protocol::placement::{Coordinator, PlacementRecord, PlacementState, PlacementTerms};
+use fulcrum_protocol::record::Record;
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const OFFER: &str = "c8m32";
+const COUNTRIES: [&str; 4] = ["DE", "FR", "DE", "NL"];
+const GAIA: &str = "gaia-x:level-2";
+const DEADLINE_MS: u64 = 20_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Who {
+    Provider(usize),
+    Consumer(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Packet {
+    from: Who,
+    to: Who,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Place { consumer: usize, units: u32, spread: Spread, gaia: Option<bool>, cheap: bool },
+    Deliver(usize),
+    Duplicate(usize),
+    Drop(usize),
+    Advance(u64),
+    ClockBack(u64),
+    CrashProvider(usize),
+    CrashConsumer(usize),
+}
+
+fn spread() -> impl Strategy<Value = Spread> {
+    prop_oneof![Just(Spread::None), Just(Spread::Providers), Just(Spread::Countries)]
+}
+
+fn op(consumers: usize, providers: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..consumers, 1u32..=3, spread(), proptest::option::of(any::<bool>()), any::<bool>())
+            .prop_map(|(consumer, units, spread, gaia, cheap)| Op::Place { consumer, units, spread, gaia, cheap }),
+        14 => any::<usize>().prop_map(Op::Deliver),
+        2 => any::<usize>().prop_map(Op::Duplicate),
+        2 => any::<usize>().prop_map(Op::Drop),
+        3 => (0u64..8_000).prop_map(Op::Advance),
+        1 => (0u64..5_000).prop_map(Op::ClockBack),
+        1 => (0..providers).prop_map(Op::CrashProvider),
+        1 => (0..consumers).prop_map(Op::CrashConsumer),
+    ]
+}
+
+struct World {
+    now: u64,
+    rng: ChaCha8Rng,
+    limits: Limits,
+    capacity: Vec<u32>,
+    providers: Vec<Provider>,
+    provider_logs: Vec<Vec<Vec<u8>>>,
+    consumers: Vec<Consumer>,
+    coordinators: Vec<Coordinator>,
+    books: Vec<OfferBook>,
+    consumer_logs: Vec<Vec<Vec<u8>>>,
+    keys: HashMap<PublicKey, Who>,
+    net: Vec<Packet>,
+    /// Final records reported by the coordinators.
+    finished: Vec<PlacementRecord>,
+    /// Every placement started, by consumer.
+    started: Vec<(usize, PlacementId)>,
+}
+
+fn decode_log(log: &[Vec<u8>]) -> Vec<Record> {
+    log.iter().map(|b| Record::from_cbor(b).expect("log records stay readable")).collect()
+}
+
+fn provider_seed(i: usize) -> u8 {
+    1 + i as u8
+}
+
+fn consumer_seed(k: usize) -> u8 {
+    40 + k as u8
+}
+
+impl World {
+    fn new(seed: u64, consumers: usize, capacity: Vec<u32>) -> World {
+        let limits = Limits { hold_ttl_ms: 20_000, reply_timeout_ms: 3_000, ..Limits::default() };
+        let mut keys = HashMap::new();
+        let mut providers = Vec::new();
+        let mut signed = Vec::new();
+        let mut provider_logs = Vec::new();
+        for (i, units) in capacity.iter().enumerate() {
+            let mut p = Provider::new(identity(provider_seed(i)), FEDERATION, limits.clone());
+            let mut terms = offer_terms(OFFER, COUNTRIES[i % COUNTRIES.len()], *units, 1_000_000 + 100_000 * i as u64);
+            if i % 2 == 0 {
+                terms.labels.push(GAIA.into());
+            }
+            let (s, step) = p.publish(terms, T0, 24 * HOUR_MS).unwrap();
+            provider_logs.push(step.persist.iter().map(|r| r.to_cbor().unwrap()).collect());
+            keys.insert(p.public(), Who::Provider(i));
+            signed.push(s);
+            providers.push(p);
+        }
+        let mut books = Vec::new();
+        let mut consumer_engines = Vec::new();
+        let mut coordinators = Vec::new();
+        for k in 0..consumers {
+            let c = Consumer::new(identity(consumer_seed(k)), FEDERATION, limits.clone());
+            keys.insert(c.public(), Who::Consumer(k));
+            consumer_engines.push(c);
+            coordinators.push(Coordinator::new(limits.clone()));
+            let mut book = OfferBook::new(&limits);
+            for (i, s) in signed.iter().enumerate() {
+                // Provider 0's certificate vouches for its gaia-x label.
+                let attested = if i == 0 { BTreeSet::from([GAIA.to_owned()]) } else { BTreeSet::new() };
+                book.insert(s.clone(), attested, T0).unwrap();
+            }
+            books.push(book);
+        }
+        World {
+            now: T0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            limits,
+            capacity,
+            providers,
+            provider_logs,
+            consumer_logs: vec![Vec::new(); consumers],
+            consumers: consumer_engines,
+            coordinators,
+            books,
+            keys,
+            net: Vec::new(),
+            finished: Vec::new(),
+            started: Vec::new(),
+        }
+    }
+
+    /// Performs a step as the node shell must: persist, then send, then
+    /// report (a consumer's events go to its coordinator, whose effects are
+    /// performed the same way).
+    fn apply(&mut self, who: Who, step: Step) {
+        let log = match who {
+            Who::Provider(i) => &mut self.provider_logs[i],
+            Who::Consumer(k) => &mut self.consumer_logs[k],
+        };
+        for record in &step.persist {
+            log.push(record.to_cbor().unwrap());
+        }
+        for out in step.send {
+            let identity = match who {
+                Who::Provider(i) => self.providers[i].identity(),
+                Who::Consumer(k) => self.consumers[k].identity(),
+            };
+            let bytes = out.message.seal(identity).encode();
+            let to = self.keys[&out.to];
+            self.net.push(Packet { from: who, to, bytes });
+        }
+        if let Who::Consumer(k) = who {
+            for event in step.events {
+                let out = self.coordinators[k].on_event(
+                    self.now,
+                    &mut self.rng,
+                    &mut self.consumers[k],
+                    &self.books[k],
+                    &event,
+                );
+                self.finished.extend(out.finished);
+                self.apply(who, out.step);
+            }
+        }
+    }
+
+    fn deliver(&mut self, i: usize) {
+        if self.net.is_empty() {
+            return;
+        }
+        let p = self.net.remove(i % self.net.len());
+        let envelope = Envelope::decode(&p.bytes, self.limits.max_envelope_bytes).expect("honest parties");
+        let step = match p.to {
+            Who::Provider(i) => self.providers[i].handle(self.now, &mut self.rng, &envelope),
+            Who::Consumer(k) => self.consumers[k].handle(self.now, &mut self.rng, &envelope),
+        };
+        self.apply(p.to, step);
+    }
+
+    fn tick(&mut self) {
+        for i in 0..self.providers.len() {
+            let step = self.providers[i].tick(self.now);
+            self.apply(Who::Provider(i), step);
+        }
+        for k in 0..self.consumers.len() {
+            let step = self.consumers[k].tick(self.now, &mut self.rng);
+            self.apply(Who::Consumer(k), step);
+            let out = self.coordinators[k].tick(self.now, &mut self.rng, &mut self.consumers[k]);
+            self.finished.extend(out.finished);
+            self.apply(Who::Consumer(k), out.step);
+        }
+    }
+
+    fn run(&mut self, op: Op) {
+        match op {
+            Op::Place { consumer, units, spread, gaia, cheap } => {
+                let terms = PlacementTerms {
+                    units,
+                    spread,
+                    min_per_unit: Resources { vcpu: 4, ..Resources::default() },
+                    countries: BTreeSet::new(),
+                    labels: gaia.map(|_| GAIA.to_owned()).into_iter().collect(),
+                    attested_labels: gaia == Some(true),
+                    min_sla_permille: 0,
+                    // The two most expensive providers are out when cheap.
+                    max_unit_price: cheap.then(|| Price::eur(1_150_000)),
+                    start_ms: self.now,
+                    duration_ms: 2 * HOUR_MS,
+                };
+                let k = consumer;
+                let started = self.coordinators[k].start(
+                    self.now,
+                    &mut self.rng,
+                    &mut self.consumers[k],
+                    &self.books[k],
+                    terms,
+                    self.now + DEADLINE_MS,
+                );
+                if let Ok((id, out)) = started {
+                    self.started.push((k, id));
+                    self.finished.extend(out.finished);
+                    self.apply(Who::Consumer(k), out.step);
+                }
+            }
+            Op::Deliver(i) => self.deliver(i),
+            Op::Duplicate(i) => {
+                if !self.net.is_empty() {
+                    let p = self.net[i % self.net.len()].clone();
+                    self.net.push(p);
+                }
+            }
+            Op::Drop(i) => {
+                if !self.net.is_empty() {
+                    let n = self.net.len();
+                    self.net.remove(i % n);
+                }
+            }
+            Op::Advance(ms) => {
+                self.now += ms;
+                self.tick();
+            }
+            Op::ClockBack(ms) => {
+                self.now -= ms.min(self.now - T0);
+                self.tick();
+            }
+            Op::CrashProvider(i) => {
+                let records = decode_log(&self.provider_logs[i]);
+                self.providers[i] =
+                    Provider::restore(identity(provider_seed(i)), FEDERATION, self.limits.clone(), &records, self.now);
+            }
+            Op::CrashConsumer(k) => {
+                let records = decode_log(&self.consumer_logs[k]);
+                let id = identity(consumer_seed(k));
+                self.consumers[k] = Consumer::restore(id, FEDERATION, self.limits.clone(), &records, self.now);
+                self.coordinators[k] = Coordinator::restore(self.limits.clone(), &records);
+            }
+        }
+    }
+
+    /// Contracts active (made, not terminated) in a log, by id.
+    fn active_in(log: &[Vec<u8>]) -> HashMap<ContractId, SignedContract> {
+        let mut active = HashMap::new();
+        for r in decode_log(log) {
+            match r {
+                Record::Contract { contract } => {
+                    active.insert(contract.id(), contract);
+                }
+                Record::Termination { contract_id, .. } => {
+                    active.remove(&contract_id);
+                }
+                _ => {}
+            }
+        }
+        active
+    }
+
+    fn check_safety(&self) {
+        for (i, p) in self.providers.iter().enumerate() {
+            let usage = p.usage(OFFER).unwrap();
+            assert!(usage.within_capacity(), "provider {i} oversold: {usage:?}");
+            let units: u32 = World::active_in(&self.provider_logs[i]).values().map(|c| c.terms().units).sum();
+            assert!(units <= self.capacity[i], "provider {i} log holds {units} active units of {}", self.capacity[i]);
+        }
+    }
+
+    /// Reliable network from here on, and time enough for every deadline.
+    fn settle(&mut self) {
+        for _ in 0..400 {
+            while !self.net.is_empty() {
+                self.deliver(0);
+                self.check_safety();
+            }
+            let busy = self.providers.iter().any(|p| p.live_holds() > 0)
+                || self.consumers.iter().any(|c| c.in_flight() > 0)
+                || self.coordinators.iter().any(|c| c.in_flight() > 0);
+            if !busy {
+                // Lost terminations are retried until acknowledged, backing
+                // off up to 64 reply timeouts: give them that long.
+                for _ in 0..3 {
+                    self.now += 64 * self.limits.reply_timeout_ms;
+                    self.tick();
+                    while !self.net.is_empty() {
+                        self.deliver(0);
+                    }
+                }
+                return;
+            }
+            self.now += 2_000;
+            self.tick();
+        }
+        panic!(
+            "did not settle: holds {:?}, negotiations {:?}, placements {:?}",
+            self.providers.iter().map(Provider::live_holds).collect::<Vec<_>>(),
+            self.consumers.iter().map(Consumer::in_flight).collect::<Vec<_>>(),
+            self.coordinators.iter().map(Coordinator::in_flight).collect::<Vec<_>>(),
+        );
+    }
+
+    /// The last record of every placement in consumer `k`'s log.
+    fn placements(&self, k: usize) -> HashMap<PlacementId, PlacementRecord> {
+        let mut last = HashMap::new();
+        for r in decode_log(&self.consumer_logs[k]) {
+            if let Record::Placement { placement } = r {
+                last.insert(placement.id, placement);
+            }
+        }
+        last
+    }
+
+    fn check_all_or_nothing(&self) {
+        let mut provider_active: HashMap<ContractId, (usize, SignedContract)> = HashMap::new();
+        for (i, log) in self.provider_logs.iter().enumerate() {
+            for (id, c) in World::active_in(log) {
+                provider_active.insert(id, (i, c));
+            }
+        }
+        let mut complete_contracts = HashSet::new();
+        for k in 0..self.consumers.len() {
+            let consumer_active = World::active_in(&self.consumer_logs[k]);
+            for p in self.placements(k).values() {
+                assert!(p.state.is_final(), "placement {} never ended: {p:?}", p.id);
+                if p.state != PlacementState::Complete {
+                    for id in p.contracts.iter().chain(&p.unresolved) {
+                        assert!(!provider_active.contains_key(id), "{} left {id} active: {p:?}", p.state.as_str());
+                        assert!(!consumer_active.contains_key(id), "{} kept {id}: {p:?}", p.state.as_str());
+                    }
+                    continue;
+                }
+                let t = &p.terms;
+                let mut units = 0;
+                let (mut providers, mut countries) = (HashSet::new(), HashSet::<Country>::new());
+                for id in &p.contracts {
+                    let (i, c) = provider_active.get(id).unwrap_or_else(|| panic!("complete but {id} not active"));
+                    assert!(consumer_active.contains_key(id), "complete but {id} not active at the consumer");
+                    let terms = c.terms();
+                    units += terms.units;
+                    providers.insert(terms.provider);
+                    countries.insert(terms.site.country);
+                    if !t.labels.is_empty() {
+                        assert_eq!(i % 2, 0, "provider {i} has no {GAIA} label");
+                        if t.attested_labels {
+                            assert_eq!(*i, 0, "provider {i}'s {GAIA} label is not attested");
+                        }
+                    }
+                    if let Some(max) = t.max_unit_price {
+                        assert!(terms.unit_price_per_hour.micros <= max.micros, "{p:?}");
+                    }
+                    complete_contracts.insert(*id);
+                }
+                assert_eq!(units, t.units, "{p:?}");
+                match t.spread {
+                    Spread::None => {}
+                    Spread::Providers => assert_eq!(providers.len(), p.contracts.len(), "{p:?}"),
+                    Spread::Countries => assert_eq!(countries.len(), p.contracts.len(), "{p:?}"),
+                }
+            }
+        }
+        for (id, (i, _)) in &provider_active {
+            assert!(complete_contracts.contains(id), "provider {i} keeps {id}, part of no complete placement");
+        }
+        // Every placement that reached its commit phase has a final record;
+        // the others were lost in a crash before it and left only holds.
+        for (k, id) in &self.started {
+            let reported = self.finished.iter().any(|f| f.id == *id);
+            if reported {
+                assert!(self.placements(*k).get(id).is_some_and(|p| p.state.is_final()));
+            }
+        }
+    }
+}
+
+fn scenario() -> impl Strategy<Value = (u64, usize, Vec<u32>, Vec<Op>)> {
+    (any::<u64>(), 1usize..=3, proptest::collection::vec(1u32..=3, 2..=4)).prop_flat_map(
+        |(seed, consumers, capacity)| {
+            let providers = capacity.len();
+            (Just(seed), Just(consumers), Just(capacity), proptest::collection::vec(op(consumers, providers), 1..200))
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    #[test]
+    fn placements_are_all_or_nothing_and_never_oversell((seed, consumers, capacity, ops) in scenario()) {
+        let mut w = World::new(seed, consumers, capacity);
+        for op in ops {
+            w.run(op);
+            w.check_safety();
+        }
+        w.settle();
+        prop_assert!(w.providers.iter().all(|p| p.live_holds() == 0), "a hold outlived the placements");
+        w.check_all_or_nothing();
+    }
+}
+
+fn place(w: &mut World, k: usize, units: u32, spread: Spread) -> Option<PlacementId> {
+    let before = w.started.len();
+    w.run(Op::Place { consumer: k, units, spread, gaia: None, cheap: false });
+    (w.started.len() > before).then(|| w.started[before].1)
+}
+
+fn deliver_all(w: &mut World) {
+    while !w.net.is_empty() {
+        w.deliver(0);
+    }
+}
+
+fn final_state(w: &World, k: usize, id: PlacementId) -> Option<PlacementRecord> {
+    w.placements(k).remove(&id).filter(|p| p.state.is_final())
+}
+
+/// The user story: three replicas in distinct countries over three
+/// providers end as three contracts in one placement record.
+#[test]
+fn three_replicas_in_three_countries_are_one_complete_placement() {
+    let mut w = World::new(1, 1, vec![2, 2, 2, 2]);
+    let id = place(&mut w, 0, 3, Spread::Countries).unwrap();
+    deliver_all(&mut w);
+    let p = final_state(&w, 0, id).expect("finished");
+    assert_eq!(p.state, PlacementState::Complete, "{p:?}");
+    assert_eq!(p.contracts.len(), 3);
+    w.check_all_or_nothing();
+    // The committing record came first, naming the same contracts.
+    let records: Vec<PlacementRecord> = decode_log(&w.consumer_logs[0])
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Placement { placement } => Some(placement),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].state, PlacementState::Committing);
+    let (mut a, mut b) = (records[0].contracts.clone(), p.contracts.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
+
+/// A provider that refuses makes the placement release the other holds at
+/// once and move on to the next candidate.
+#[test]
+fn a_refusal_releases_the_other_holds_and_moves_to_the_next_candidate() {
+    // One unit each; provider 0 is the cheapest, then 1, then 2.
+    let mut w = World::new(2, 2, vec![1, 1, 1]);
+    // Consumer 1 asks for provider 0's unit just before consumer 0 asks for
+    // two units on distinct providers (planned on providers 0 and 1).
+    let first = place(&mut w, 1, 1, Spread::None).unwrap();
+    let second = place(&mut w, 0, 2, Spread::Providers).unwrap();
+    deliver_all(&mut w);
+    let (a, b) = (final_state(&w, 1, first).unwrap(), final_state(&w, 0, second).unwrap());
+    assert_eq!(a.state, PlacementState::Complete, "{a:?}");
+    assert_eq!(b.state, PlacementState::Complete, "{b:?}");
+    assert_eq!(b.attempts, 2, "provider 0 refused, so providers 1 and 2 were planned next: {b:?}");
+    assert!(w.providers.iter().all(|p| p.live_holds() == 0), "the first attempt's hold was released");
+    w.check_all_or_nothing();
+}
+
+/// A provider that never answers: the placement gives up on it after its
+/// slice of the deadline, releases the hold it got elsewhere, and completes
+/// with the next candidate, well within the deadline.
+#[test]
+fn a_silent_provider_costs_one_slice_then_the_next_candidate_is_used() {
+    let mut w = World::new(3, 1, vec![1, 1, 1]);
+    let id = place(&mut w, 0, 2, Spread::Providers).unwrap();
+    // Provider 1 (second cheapest) never hears anything.
+    let started = w.now;
+    for _ in 0..20 {
+        w.net.retain(|p| p.to != Who::Provider(1));
+        deliver_all(&mut w);
+        if final_state(&w, 0, id).is_some() {
+            break;
+        }
+        w.run(Op::Advance(1_000));
+    }
+    let p = final_state(&w, 0, id).expect("finished");
+    assert_eq!(p.state, PlacementState::Complete, "{p:?}");
+    assert!(w.now - started < DEADLINE_MS, "took {} ms", w.now - started);
+    assert_eq!(w.providers[1].live_holds(), 0);
+    w.settle();
+    w.check_all_or_nothing();
+}
+
+/// A provider that countersigns and then becomes unreachable: when the
+/// deadline (and its grace for commits) passes, the contract obtained from
+/// the other provider is terminated and the placement is recorded as
+/// partial-repaired; the lost contract is terminated as soon as
+/// reconciliation brings it.
+#[test]
+fn a_provider_lost_after_commit_is_repaired_and_its_contract_terminated_later() {
+    let mut w = World::new(4, 1, vec![1, 1, 1]);
+    let id = place(&mut w, 0, 2, Spread::Providers).unwrap();
+    // Everything flows until provider 1 has made its contract durable; its
+    // answer is lost and it is unreachable from then on.
+    let countersigned = |w: &World| World::active_in(&w.provider_logs[1]).len() == 1;
+    while !w.net.is_empty() {
+        let p = w.net.remove(0);
+        if countersigned(&w) && (p.from == Who::Provider(1) || p.to == Who::Provider(1)) {
+            continue;
+        }
+        w.net.insert(0, p);
+        w.deliver(0);
+    }
+    assert!(countersigned(&w));
+    for _ in 0..15 {
+        w.run(Op::Advance(3_000));
+        w.net.retain(|p| p.to != Who::Provider(1));
+        deliver_all(&mut w);
+    }
+    let p = final_state(&w, 0, id).expect("ended after the deadline");
+    assert_eq!(p.state, PlacementState::PartialRepaired, "{p:?}");
+    assert_eq!((p.contracts.len(), p.unresolved.len()), (1, 1));
+    assert_eq!(World::active_in(&w.provider_logs[0]).len(), 0, "provider 0's contract is terminated");
+    w.settle();
+    let terminations =
+        decode_log(&w.consumer_logs[0]).into_iter().filter(|r| matches!(r, Record::Termination { .. })).count();
+    assert_eq!(terminations, 2, "both contracts end with placement-incomplete");
+    w.check_all_or_nothing();
+}
+
+/// A consumer that restarts while committing ends the placement on its
+/// first tick: what it obtained is terminated.
+#[test]
+fn a_consumer_restart_while_committing_repairs_the_placement() {
+    let mut w = World::new(5, 1, vec![1, 1, 1]);
+    let id = place(&mut w, 0, 3, Spread::Providers).unwrap();
+    // Until the commits are out and two of the three are answered.
+    while !decode_log(&w.consumer_logs[0]).iter().any(|r| matches!(r, Record::Placement { .. })) {
+        w.deliver(0);
+    }
+    let mut answered = 0;
+    while answered < 2 {
+        let before = World::active_in(&w.consumer_logs[0]).len();
+        w.deliver(0);
+        answered += World::active_in(&w.consumer_logs[0]).len() - before;
+    }
+    w.run(Op::CrashConsumer(0));
+    w.run(Op::Advance(1));
+    let p = final_state(&w, 0, id).expect("ended after the restart");
+    assert_eq!(p.state, PlacementState::PartialRepaired, "{p:?}");
+    w.settle();
+    w.check_all_or_nothing();
+    let reasons: Vec<TerminationReason> = decode_log(&w.consumer_logs[0])
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Termination { envelope, .. } => {
+                match fulcrum_protocol::messages::Message::open(&envelope, &w.limits) {
+                    Ok(fulcrum_protocol::messages::Message::Terminate(t)) => Some(t.reason),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!reasons.is_empty() && reasons.iter().all(|r| *r == TerminationReason::PlacementIncomplete));
+}
