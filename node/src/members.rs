@@ -155,13 +155,18 @@ impl Members {
     /// This node's standing, for `status`: a word and the certificate's end.
     pub fn standing(&self, now_ms: u64) -> (String, u64) {
         let not_after = self.own.as_ref().map_or(0, |c| c.body().not_after_ms);
-        let word = match self.membership.check(&self.me, now_ms) {
-            Ok(()) if self.is_open() && self.own.is_none() => "open".to_owned(),
-            Ok(()) => "member".to_owned(),
-            Err(MembershipError::Revoked(_)) => "revoked".to_owned(),
-            Err(MembershipError::Expired { .. }) => "expired".to_owned(),
-            Err(MembershipError::NoCertificate(_)) if self.own.is_none() => "no certificate".to_owned(),
-            Err(e) => format!("invalid certificate: {e}"),
+        let word = if self.membership.is_revoked(&self.me) {
+            "revoked".to_owned()
+        } else if let Some(cert) = &self.own {
+            match cert.verify(self.membership.charter(), now_ms) {
+                Ok(()) => "member".to_owned(),
+                Err(MembershipError::Expired { .. }) => "expired".to_owned(),
+                Err(e) => format!("invalid certificate: {e}"),
+            }
+        } else if self.is_open() {
+            "open".to_owned()
+        } else {
+            "no certificate".to_owned()
         };
         (word, not_after)
     }
@@ -292,5 +297,103 @@ impl Members {
             }
         }
         Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charter::{render_certificate, render_charter};
+    use fulcrum_protocol::keys::Identity;
+    use fulcrum_protocol::membership::CertificateBody;
+    use fulcrum_protocol::offer::Country;
+
+    const NOW: u64 = 1_800_000_000_000;
+    const DAY: u64 = 24 * 3_600_000;
+
+    fn authority(n: u8) -> Identity {
+        Identity::from_secret_bytes(&[n; 32])
+    }
+
+    /// A closed 2-of-2 federation, and a config for node `me` with a
+    /// certificate valid until `not_after` (none when `None`).
+    fn setup(dir: &std::path::Path, me: &Identity, not_after: Option<u64>) -> NodeConfig {
+        let charter =
+            Charter { name: "eu".into(), authorities: vec![authority(1).public(), authority(2).public()], threshold: 2 };
+        let charter_path = dir.join("federation.toml");
+        std::fs::write(&charter_path, render_charter(&charter, &[])).unwrap();
+        let mut config = NodeConfig { federation: "eu".into(), charter: Some(charter_path), ..NodeConfig::default() };
+        if let Some(not_after_ms) = not_after {
+            let body = CertificateBody {
+                federation: "eu".into(),
+                member: me.public(),
+                organisation: "Example".into(),
+                country: Country::parse("DE").unwrap(),
+                labels: BTreeSet::new(),
+                not_before_ms: NOW - 300 * DAY,
+                not_after_ms,
+                serial: 7,
+            };
+            let bytes = body.encode();
+            let sigs = (1..=2).map(|n| MemberCertificate::sign_request(&authority(n), &bytes)).collect();
+            let cert = MemberCertificate::assemble(bytes, sigs, &Limits::default()).unwrap();
+            let cert_path = dir.join("member.cert");
+            std::fs::write(&cert_path, render_certificate(&cert)).unwrap();
+            config.certificate = Some(cert_path);
+        }
+        config
+    }
+
+    #[test]
+    fn the_own_certificate_is_warned_about_before_and_after_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::from_secret_bytes(&[9; 32]);
+        let config = setup(dir.path(), &me, Some(NOW + 10 * DAY));
+        let mut members = Members::load(&config, me.public(), &Limits::default(), NOW).unwrap();
+        assert_eq!(members.standing(NOW), ("member".to_owned(), NOW + 10 * DAY));
+        let warning = members.expiry_warning(NOW).unwrap();
+        assert!(warning.contains("expires in 10 days"), "{warning}");
+        // Not repeated within the hour.
+        assert_eq!(members.expiry_warning(NOW + 1_000), None);
+
+        // Far from expiry: silent.
+        let config = setup(dir.path(), &me, Some(NOW + 90 * DAY));
+        let mut members = Members::load(&config, me.public(), &Limits::default(), NOW).unwrap();
+        assert_eq!(members.expiry_warning(NOW), None);
+
+        // Expired: the standing and the warning say so.
+        let config = setup(dir.path(), &me, Some(NOW - DAY));
+        let mut members = Members::load(&config, me.public(), &Limits::default(), NOW).unwrap();
+        assert_eq!(members.standing(NOW).0, "expired");
+        assert!(members.expiry_warning(NOW).unwrap().contains("has expired"));
+        assert!(members.check(&me.public(), NOW).is_err());
+    }
+
+    #[test]
+    fn a_closed_federation_without_a_certificate_or_with_someone_elses_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::from_secret_bytes(&[9; 32]);
+        let config = setup(dir.path(), &me, None);
+        let members = Members::load(&config, me.public(), &Limits::default(), NOW).unwrap();
+        assert_eq!(members.standing(NOW).0, "no certificate");
+        assert!(!members.is_open());
+
+        let config = setup(dir.path(), &me, Some(NOW + 90 * DAY));
+        let other = Identity::from_secret_bytes(&[8; 32]);
+        let err = Members::load(&config, other.public(), &Limits::default(), NOW).unwrap_err().to_string();
+        assert!(err.contains("not for this node's key"), "{err}");
+
+        let wrong_name = NodeConfig { federation: "elsewhere".into(), ..config };
+        let err = Members::load(&wrong_name, me.public(), &Limits::default(), NOW).unwrap_err().to_string();
+        assert!(err.contains("is for federation \"eu\""), "{err}");
+    }
+
+    #[test]
+    fn without_a_charter_the_federation_is_open() {
+        let me = Identity::from_secret_bytes(&[9; 32]);
+        let members = Members::load(&NodeConfig::default(), me.public(), &Limits::default(), NOW).unwrap();
+        assert!(members.is_open());
+        assert_eq!(members.standing(NOW).0, "open");
+        assert!(members.check(&Identity::from_secret_bytes(&[3; 32]).public(), NOW).is_ok());
     }
 }

@@ -114,7 +114,11 @@ fn offers(d: &Daemon, args: &[&str]) -> Vec<String> {
 }
 
 fn publish(d: &Daemon, root: &Path, offer_id: &str) {
-    let file = offer_file(root, offer_id, "DE", 10, "0.40");
+    publish_at(d, root, offer_id, "0.40");
+}
+
+fn publish_at(d: &Daemon, root: &Path, offer_id: &str, price: &str) {
+    let file = offer_file(root, offer_id, "DE", 10, price);
     let out = d.ctl(&["offers", "publish", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}: {}", d.name, String::from_utf8_lossy(&out.stderr));
 }
@@ -217,9 +221,26 @@ fn a_revocation_takes_effect_everywhere_and_old_contracts_stay() {
     let consumer = member(root, "consumer", &boot, Some(&CertSpec::valid(&[])));
     let witness = member(root, "witness", &[consumer.addr()], Some(&CertSpec::valid(&[])));
     publish(&provider, root, "to-be-revoked");
-    let seen = wait_for(Duration::from_secs(30), || (offers(&consumer, &[]) == ["to-be-revoked"]).then_some(()));
+    publish_at(&witness, root, "witness-offer", "0.50");
+    let both = ["to-be-revoked", "witness-offer"];
+    let seen = wait_for(Duration::from_secs(30), || (offers(&consumer, &[]) == both).then_some(()));
     assert!(seen.is_some(), "{}", consumer.log());
-    let placed = place(&consumer);
+    let seen = wait_for(Duration::from_secs(30), || offers(&provider, &[]).contains(&both[1].to_owned()).then_some(()));
+    assert!(seen.is_some(), "{}", provider.log());
+    let placed = consumer.ctl(&[
+        "--json",
+        "place",
+        "--units",
+        "1",
+        "--vcpu",
+        "8",
+        "--memory-mib",
+        "16384",
+        "--duration",
+        "2h",
+        "--max-unit-price",
+        "0.45",
+    ]);
     assert!(placed.status.success(), "{}", String::from_utf8_lossy(&placed.stderr));
 
     // Two authorities revoke the provider; the witness hands it to the federation.
@@ -238,12 +259,14 @@ fn a_revocation_takes_effect_everywhere_and_old_contracts_stay() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Within seconds the consumer drops the provider's offers and refuses new ones.
-    let dropped = wait_for(Duration::from_secs(15), || offers(&consumer, &[]).is_empty().then_some(()));
+    let dropped = wait_for(Duration::from_secs(15), || (offers(&consumer, &[]) == ["witness-offer"]).then_some(()));
     assert!(dropped.is_some(), "consumer still lists {:?}:\n{}", offers(&consumer, &[]), consumer.log());
     publish(&provider, root, "after-revocation");
     std::thread::sleep(Duration::from_secs(3));
-    assert!(offers(&consumer, &[]).is_empty());
-    assert!(!place(&consumer).status.success());
+    assert_eq!(offers(&consumer, &[]), ["witness-offer"]);
+    // The revoked provider gets no hold from a member either.
+    let out = place(&provider);
+    assert!(!out.status.success(), "the revoked node got a contract: {}", String::from_utf8_lossy(&out.stdout));
 
     // The contract made before stays in the consumer's log and verifies.
     let contracts = consumer.ctl_json(&["contracts", "list"]).unwrap();
@@ -257,5 +280,6 @@ fn a_revocation_takes_effect_everywhere_and_old_contracts_stay() {
     consumer.terminate();
     consumer.spawn();
     std::thread::sleep(Duration::from_secs(2));
-    assert!(offers(&consumer, &[]).is_empty());
+    assert!(!offers(&consumer, &[]).contains(&"to-be-revoked".to_owned()));
+    assert!(!offers(&consumer, &[]).contains(&"after-revocation".to_owned()));
 }
