@@ -1,15 +1,19 @@
 //! `fulcrumd`: the Fulcrum federation daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use fulcrum_node::cli::docs;
 use fulcrum_node::config::{self, DataDirLock, NodeConfig, Overrides};
-use fulcrum_node::daemon::{Node, Parts, shutdown_signal};
+use fulcrum_node::daemon::{AdminCommand, Node, Parts, shutdown_signal};
 use fulcrum_node::metrics::{self, Metrics};
+use fulcrum_node::offer_file::load_offer_file;
 use fulcrum_node::store::index::Index;
 use fulcrum_node::store::log::AgreementLog;
+use fulcrum_proto::v1 as wire;
 use fulcrum_protocol::keys::Identity;
 use fulcrum_protocol::record::Record;
 use tracing_subscriber::EnvFilter;
@@ -37,6 +41,10 @@ enum Command {
         #[command(flatten)]
         overrides: Box<Overrides>,
     },
+    /// Print a shell completion script for fulcrumd.
+    Completions(docs::CompletionsArgs),
+    /// Print fulcrumd's man page, or write one page per command with --out.
+    Man(docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +52,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init { data_dir } => init(&data_dir),
         Command::Run { config, overrides } => run(config, *overrides),
+        Command::Completions(a) => {
+            docs::completions(Cli::command(), a.shell, &mut std::io::stdout()).or_else(quiet_pipe)
+        }
+        Command::Man(docs::ManArgs { out: None }) => {
+            docs::man_page(Cli::command(), &mut std::io::stdout()).or_else(quiet_pipe)
+        }
+        Command::Man(docs::ManArgs { out: Some(dir) }) => docs::man_pages(Cli::command(), &dir)
+            .map(|written| written.iter().for_each(|p| println!("{}", p.display())))
+            .with_context(|| format!("cannot write man pages to {}", dir.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,6 +69,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A closed stdout (`fulcrumd man | head`) is not a failure.
+fn quiet_pipe(e: std::io::Error) -> anyhow::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) }
 }
 
 fn one_line(e: &anyhow::Error) -> String {
@@ -107,8 +129,13 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
     let socket = config.socket_path();
     let socket_path = socket.clone();
     let metrics_addr = config.metrics_socket_addr().context("metrics_listen")?;
+    let offers_dir = config.offers_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        // Taken before anything else: SIGHUP's default action would kill the
+        // daemon (`systemctl reload` sends it), with or without an offers_dir.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
         let metrics_listener = match metrics_addr {
             Some(addr) => Some(metrics::bind(addr).await?),
             None => None,
@@ -122,6 +149,7 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
             index,
             metrics: metrics.clone(),
         })?;
+        let offers = tokio::spawn(manage_offers_dir(offers_dir, handles.commands.clone(), hangup));
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(fulcrum_node::admin::server::serve(socket, handles, async {
             let _ = admin_stopped.await;
@@ -133,6 +161,7 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
             }))
         });
         let result = node.run(shutdown_signal()).await;
+        offers.abort();
         let _ = stop_admin.send(());
         let _ = stop_metrics.send(());
         if let Some(server) = metrics_server {
@@ -147,4 +176,169 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
         let _ = std::fs::remove_file(&socket_path);
         result
     })
+}
+
+/// How long one request to the daemon's loop may take (a publish waits until
+/// its record is durable).
+const OFFERS_DIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Publishes `offers_dir` once the node runs, and again on every SIGHUP.
+async fn manage_offers_dir(
+    dir: Option<PathBuf>,
+    commands: tokio::sync::mpsc::Sender<AdminCommand>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
+    if let Some(dir) = &dir {
+        publish_offers_dir(dir, &commands).await;
+    }
+    while hangup.recv().await.is_some() {
+        match &dir {
+            Some(dir) => {
+                tracing::info!(dir = %dir.display(), "SIGHUP: publishing offers_dir again");
+                publish_offers_dir(dir, &commands).await;
+            }
+            None => tracing::info!("SIGHUP: no offers_dir configured, nothing to reload"),
+        }
+    }
+}
+
+/// Publishes every `*.toml` offer file in `dir`, in name order, through the
+/// daemon's admin command channel, logging one line per file. An offer whose
+/// terms equal one of this node's live offers is left alone (publishing
+/// always signs a new seq, which peers would gossip and re-sync for nothing).
+/// A bad file is logged and skipped. Offers whose file is gone stay: only
+/// `fulcrumctl offers withdraw` withdraws.
+async fn publish_offers_dir(dir: &Path, commands: &tokio::sync::mpsc::Sender<AdminCommand>) {
+    let files = match offer_files(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), "cannot read offers_dir: {e}");
+            return;
+        }
+    };
+    let mine = wire::ListOffersRequest { mine: true, ..wire::ListOffersRequest::default() };
+    let own: Vec<wire::Offer> = match ask(commands, |tx| AdminCommand::ListOffers(mine, tx)).await {
+        Ok(list) => list.offers.into_iter().filter_map(|view| view.offer).collect(),
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), "offers_dir not published: cannot list own offers: {e}");
+            return;
+        }
+    };
+    for path in files {
+        let file = path.display();
+        let (offer, ttl_ms) = match load_offer_file(&path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(%file, "offer file not published: {e}");
+                continue;
+            }
+        };
+        if let Some(current) = own.iter().find(|o| same_terms(o, &offer)) {
+            tracing::info!(%file, offer_id = %current.offer_id, seq = current.seq, "offer unchanged, not published again");
+            continue;
+        }
+        let offer_id = offer.offer_id.clone();
+        match ask(commands, |tx| AdminCommand::Publish(offer, ttl_ms.unwrap_or(0), tx)).await {
+            Ok(view) => {
+                let seq = view.offer.map_or(0, |o| o.seq);
+                tracing::info!(%file, %offer_id, seq, "published offer from offers_dir");
+            }
+            Err(e) => tracing::error!(%file, %offer_id, "offer file not published: {e}"),
+        }
+    }
+}
+
+/// The `*.toml` files directly in `dir`, sorted by name.
+fn offer_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Whether two offers have the same terms: everything but what the daemon
+/// fills in when it signs (provider, federation, seq, lifetime).
+fn same_terms(a: &wire::Offer, b: &wire::Offer) -> bool {
+    let terms = |o: &wire::Offer| wire::Offer {
+        provider: Vec::new(),
+        federation: String::new(),
+        seq: 0,
+        issued_at_ms: 0,
+        expires_at_ms: 0,
+        ..o.clone()
+    };
+    terms(a) == terms(b)
+}
+
+/// Sends one command to the daemon's loop and waits for its answer.
+async fn ask<T>(
+    commands: &tokio::sync::mpsc::Sender<AdminCommand>,
+    command: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> AdminCommand,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    commands.send(command(tx)).await.map_err(|_| "the daemon is shutting down".to_owned())?;
+    match tokio::time::timeout(OFFERS_DIR_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err("the daemon dropped the request".to_owned()),
+        Err(_) => Err(format!("no answer within {}s", OFFERS_DIR_TIMEOUT.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn same_terms_ignores_what_the_daemon_signs() {
+        let (file, _) = fulcrum_node::offer_file::parse_offer_file(
+            r#"offer_id = "a"
+units = 2
+[site]
+country = "DE"
+region = "r"
+datacenter = "d"
+[flavour]
+name = "f"
+vcpu = 2
+memory_mib = 1024
+storage_gib = 10
+[price]
+currency = "EUR"
+per_unit_hour = "0.1"
+[duration]
+min = "1h"
+max = "2h"
+"#,
+        )
+        .unwrap();
+        let signed = wire::Offer {
+            provider: vec![7; 32],
+            federation: "dev".into(),
+            seq: 4,
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+            ..file.clone()
+        };
+        assert!(same_terms(&signed, &file));
+        assert!(!same_terms(&wire::Offer { units_available: 3, ..signed }, &file));
+    }
+
+    #[test]
+    fn only_toml_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.toml", "a.toml", "notes.txt"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub.toml")).unwrap();
+        let names: Vec<_> =
+            offer_files(dir.path()).unwrap().into_iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+        assert_eq!(names, ["a.toml", "b.toml"]);
+    }
 }

@@ -4,6 +4,7 @@
 
 mod args;
 mod audit;
+pub mod docs;
 mod federation;
 mod placements;
 mod render;
@@ -92,6 +93,10 @@ pub enum Command {
     /// Charter and offline authority workflow: keys, member certificates, revocations (no daemon needed)
     #[command(subcommand)]
     Federation(federation::FederationCommand),
+    /// Print a shell completion script for fulcrumctl (no daemon needed)
+    Completions(docs::CompletionsArgs),
+    /// Print fulcrumctl's man page, or write one page per command with --out (no daemon needed)
+    Man(docs::ManArgs),
 }
 
 /// `fulcrumctl offers ...`.
@@ -439,7 +444,25 @@ pub async fn run(inv: Invocation) -> Result<(), CliError> {
         Command::Placements(command) => placements::run(&socket, &out, command).await,
         Command::Audit(command) => audit::run(&socket, &out, command).await,
         Command::Federation(command) => federation::run(command, &socket, &out).await,
+        Command::Completions(a) => docs::completions(Cli::command(), a.shell, &mut io::stdout()).or_else(broken_pipe),
+        Command::Man(a) => man(a),
     }
+}
+
+/// `fulcrumctl man`: the top page on stdout, or every page into `--out`.
+fn man(a: docs::ManArgs) -> Result<(), CliError> {
+    let Some(dir) = a.out else {
+        return docs::man_page(Cli::command(), &mut io::stdout()).or_else(broken_pipe);
+    };
+    let written = docs::man_pages(Cli::command(), &dir)
+        .map_err(|e| CliError::Failed(format!("cannot write man pages to {}: {e}", dir.display())))?;
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    write_stdout(&format!("{}\n", names.join("\n"))).or_else(broken_pipe)
+}
+
+/// The reader (e.g. `head`) has what it wanted.
+fn broken_pipe(e: io::Error) -> Result<(), CliError> {
+    if e.kind() == io::ErrorKind::BrokenPipe { Ok(()) } else { Err(CliError::Output(e)) }
 }
 
 /// Awaits one request, bounded: a daemon that accepted the connection but

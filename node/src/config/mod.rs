@@ -109,6 +109,9 @@ pub struct NodeConfig {
     /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
     /// `/readyz`; empty disables it.
     pub metrics_listen: String,
+    /// A directory of offer files (`*.toml`) published at start and again on
+    /// SIGHUP; none publishes nothing by itself.
+    pub offers_dir: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -135,6 +138,7 @@ impl Default for NodeConfig {
             charter: None,
             certificate: None,
             metrics_listen: "127.0.0.1:9464".into(),
+            offers_dir: None,
         }
     }
 }
@@ -206,6 +210,9 @@ pub struct Overrides {
     /// Address of the metrics, health and readiness endpoint, e.g. 127.0.0.1:9464 ("" disables it).
     #[arg(long, env = "FULCRUM_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Directory of offer files (*.toml) to publish at start and on SIGHUP.
+    #[arg(long, env = "FULCRUM_OFFERS_DIR")]
+    pub offers_dir: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -260,6 +267,9 @@ impl NodeConfig {
         }
         if o.certificate.is_some() {
             self.certificate = o.certificate.clone();
+        }
+        if o.offers_dir.is_some() {
+            self.offers_dir = o.offers_dir.clone();
         }
         if !o.listen.is_empty() {
             self.listen = o.listen.clone();
@@ -451,6 +461,12 @@ log_level = "info"
 # (/readyz); "" disables it. It has no authentication: keep it on loopback
 # (or a private monitoring network) and let the scraper come to it.
 metrics_listen = "127.0.0.1:9464"
+
+# Offers managed as files: every *.toml offer file here (the format of
+# `fulcrumctl offers publish`) is published at start and again on SIGHUP
+# (`systemctl reload fulcrumd`); unchanged offers are left alone. Removing a
+# file does not withdraw its offer: use `fulcrumctl offers withdraw`.
+# offers_dir = "/etc/fulcrum/offers"
 "#,
         data_dir.display()
     )
@@ -472,6 +488,9 @@ mod tests {
         assert_eq!(c.max_peers, 3);
         assert_eq!(c.listen, ["/ip4/127.0.0.1/tcp/2"]);
         assert_eq!(c.federation, "eu", "unset overrides keep the file's value");
+        assert_eq!(c.offers_dir, None);
+        c.apply(&Overrides { offers_dir: Some("/etc/fulcrum/offers".into()), ..Overrides::default() });
+        assert_eq!(c.offers_dir.as_deref(), Some(Path::new("/etc/fulcrum/offers")));
         c.validate().unwrap();
     }
 
