@@ -89,7 +89,10 @@ pub enum AdminCommand {
     /// Sign a checkpoint of everything durable and say what an export holds.
     Export(oneshot::Sender<Result<ExportSnapshot, String>>),
     /// Apply, log and gossip a revocation signed by k authorities.
-    Revoke(Box<fulcrum_protocol::membership::Revocation>, oneshot::Sender<Result<wire::PublishRevocationResult, String>>),
+    Revoke(
+        Box<fulcrum_protocol::membership::Revocation>,
+        oneshot::Sender<Result<wire::PublishRevocationResult, String>>,
+    ),
 }
 
 /// What an export of the log holds: the first `records` records of the log
@@ -649,7 +652,11 @@ impl Node {
             }
             Event::HoldGranted { .. } => self.metrics.proposal("held"),
             // Placements (above) follow these.
-            Event::HoldEnded { .. } | Event::Held { .. } | Event::Placed { .. } | Event::Failed { .. } => {}
+            Event::HoldEnded { .. }
+            | Event::Held { .. }
+            | Event::Released { .. }
+            | Event::Placed { .. }
+            | Event::Failed { .. } => {}
         }
     }
 
@@ -1013,6 +1020,10 @@ impl Node {
         if !step.is_empty() {
             self.perform(step, None);
         }
+        // Placements: retries after a wait, deadlines, repairs.
+        let (placements, engines) = self.placing(now);
+        let effects = placements.tick(engines);
+        self.perform_placement(effects);
         self.maybe_checkpoint(false);
         self.refresh_gauges();
     }
@@ -1064,11 +1075,6 @@ impl Node {
         for (signed, step) in self.provider.reannounce(now, self.offer_ttl_ms) {
             self.perform_with(step, None, Some(signed), Reply::None);
         }
-        // Placements past their deadline end now (commits still unanswered
-        // count as refused); contracts of ended placements are repaired.
-        let (placements, engines) = self.placing(now);
-        let effects = placements.tick(engines);
-        self.perform_placement(effects);
         let expired = self.book.expire_keys(now);
         for key in &expired {
             if let Err(e) = self.index.remove_offer(key) {

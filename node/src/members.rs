@@ -318,8 +318,11 @@ mod tests {
     /// A closed 2-of-2 federation, and a config for node `me` with a
     /// certificate valid until `not_after` (none when `None`).
     fn setup(dir: &std::path::Path, me: &Identity, not_after: Option<u64>) -> NodeConfig {
-        let charter =
-            Charter { name: "eu".into(), authorities: vec![authority(1).public(), authority(2).public()], threshold: 2 };
+        let charter = Charter {
+            name: "eu".into(),
+            authorities: vec![authority(1).public(), authority(2).public()],
+            threshold: 2,
+        };
         let charter_path = dir.join("federation.toml");
         std::fs::write(&charter_path, render_charter(&charter, &[])).unwrap();
         let mut config = NodeConfig { federation: "eu".into(), charter: Some(charter_path), ..NodeConfig::default() };

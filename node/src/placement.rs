@@ -134,9 +134,10 @@ impl Placements {
         self.effects(e.index, e.now, out)
     }
 
-    /// Ends overdue placements and repairs what a restart left behind.
+    /// Ends overdue placements, plans again where a retry waited long
+    /// enough, and repairs what a restart left behind.
     pub fn tick(&mut self, e: Engines<'_>) -> Effects {
-        let out = self.coordinator.tick(e.now, e.rng, e.consumer);
+        let out = self.coordinator.tick(e.now, e.rng, e.consumer, e.book);
         self.effects(e.index, e.now, out)
     }
 

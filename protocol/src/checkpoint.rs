@@ -135,10 +135,7 @@ pub fn sign_node_checkpoint(
 
 /// Parses a node's checkpoint note and checks that its origin names a node
 /// of `federation` and that this node signed it. Returns the node's key.
-pub fn verify_node_checkpoint(
-    note: &str,
-    federation: &str,
-) -> Result<(PublicKey, SignedCheckpoint), CheckpointError> {
+pub fn verify_node_checkpoint(note: &str, federation: &str) -> Result<(PublicKey, SignedCheckpoint), CheckpointError> {
     let signed = SignedCheckpoint::parse(note)?;
     let origin = &signed.checkpoint().origin;
     let key = origin

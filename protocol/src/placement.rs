@@ -14,8 +14,11 @@
 //! 3. **Retry.** When any proposal fails (a rejection, a counter outside the
 //!    limits, no answer in its slice, a hold that expired) every other hold
 //!    is released, the failed offer is excluded, and the placement plans
-//!    again, until the deadline. Every attempt excludes at least one offer,
-//!    so attempts are bounded by the book.
+//!    again, until the deadline. Proposals of the abandoned attempt still
+//!    unanswered are waited for first (a hold they bring is released at
+//!    once), so that the next attempt never competes with its own holds.
+//!    Every attempt excludes at least one offer, so attempts are bounded by
+//!    the book.
 //! 4. **Commit.** Once every hold is granted, a `committing` record naming
 //!    every contract about to be committed is made durable together with
 //!    the engine's Pending records, and then all Commits are sent. From here
@@ -259,10 +262,14 @@ struct Job {
     attempts: u32,
     /// The current attempt; empty while waiting to plan again.
     legs: Vec<Leg>,
-    /// Proposals of an abandoned attempt still unanswered. The next attempt
-    /// waits for them: a hold granted for one of them would otherwise keep
-    /// the very units the next attempt asks the same provider for.
+    /// Negotiations of an abandoned attempt not over yet: proposals still
+    /// unanswered, holds whose release is not acknowledged. The next attempt
+    /// waits for them (a reply timeout at most): their holds would keep the
+    /// very units it may ask the same providers for, and a Release can
+    /// arrive after a Propose sent later.
     draining: HashSet<NegotiationId>,
+    /// When the current wait for `draining` began.
+    draining_since_ms: u64,
     committing: bool,
     failures: Vec<String>,
 }
@@ -362,6 +369,7 @@ impl Coordinator {
             attempts: 0,
             legs: Vec::new(),
             draining: HashSet::new(),
+            draining_since_ms: 0,
             committing: false,
             failures: Vec::new(),
         };
@@ -427,6 +435,12 @@ impl Coordinator {
                 }
                 out
             }
+            Event::Released { negotiation_id } => match self.by_negotiation.get(negotiation_id).copied() {
+                Some(id) if self.jobs.get(&id).is_some_and(|j| j.draining.contains(negotiation_id)) => {
+                    self.drained(now_ms, rng, consumer, book, id, negotiation_id)
+                }
+                _ => Output::default(),
+            },
             Event::ContractActive { contract_id, role: Role::Consumer } if self.orphans.contains(contract_id) => {
                 let mut out = Output::default();
                 self.repair_orphan(now_ms, rng, consumer, *contract_id, &mut out);
@@ -438,11 +452,32 @@ impl Coordinator {
 
     /// Ends what is overdue: placements past their deadline (with the grace
     /// for Commits), placements a restart interrupted, and orphaned
-    /// contracts that became active.
-    pub fn tick<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, consumer: &mut Consumer) -> Output {
+    /// contracts that became active; and plans again for placements that
+    /// waited a reply timeout for their abandoned negotiations (a provider
+    /// that went away never acknowledges a release).
+    pub fn tick<R: RngCore + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        rng: &mut R,
+        consumer: &mut Consumer,
+        book: &OfferBook,
+    ) -> Output {
         let mut out = Output::default();
         for interrupted in std::mem::take(&mut self.interrupted) {
             out.extend(self.end_interrupted(now_ms, rng, consumer, interrupted));
+        }
+        let wait = self.limits.reply_timeout_ms;
+        let stalled: Vec<PlacementId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.legs.is_empty() && !j.draining.is_empty() && now_ms >= j.draining_since_ms.saturating_add(wait)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            out.extend(self.release_all(now_ms, rng, consumer, id));
+            out.extend(self.launch(now_ms, rng, consumer, book, id, None));
         }
         let grace = self.limits.reply_timeout_ms.saturating_mul(COMMIT_GRACE_FACTOR);
         let overdue: Vec<PlacementId> = self
@@ -570,17 +605,21 @@ impl Coordinator {
     ) -> Output {
         let mut out = Output::default();
         let Some(job) = self.jobs.get_mut(&id) else { return out };
+        job.draining_since_ms = now_ms;
         for leg in job.legs.drain(..) {
             match leg.state {
                 LegState::Proposing => {
                     job.draining.insert(leg.negotiation_id);
                 }
-                LegState::Held { .. } => {
-                    self.by_negotiation.remove(&leg.negotiation_id);
-                    if let Some(step) = consumer.release(now_ms, rng, leg.negotiation_id) {
+                LegState::Held { .. } => match consumer.release(now_ms, rng, leg.negotiation_id) {
+                    Some(step) => {
                         out.step.extend(step);
+                        job.draining.insert(leg.negotiation_id);
                     }
-                }
+                    None => {
+                        self.by_negotiation.remove(&leg.negotiation_id);
+                    }
+                },
                 LegState::Committing { .. } | LegState::Placed { .. } | LegState::Failed => {
                     self.by_negotiation.remove(&leg.negotiation_id);
                 }

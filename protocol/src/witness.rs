@@ -281,8 +281,9 @@ impl Evidence {
                 Evidence::Inconsistent { older: note(&i.older)?, newer: note(&i.newer)?, proof: inner(i.proof)? }
             }
             Proof::MissingContract(m) => {
-                let contract = SignedContract::from_wire(m.contract.ok_or(WitnessError::Malformed("contract"))?, limits, true)
-                    .map_err(|_| WitnessError::Malformed("contract"))?;
+                let contract =
+                    SignedContract::from_wire(m.contract.ok_or(WitnessError::Malformed("contract"))?, limits, true)
+                        .map_err(|_| WitnessError::Malformed("contract"))?;
                 Evidence::MissingContract { contract, answer: inner(m.answer)? }
             }
         };
@@ -407,10 +408,7 @@ pub enum Inclusion {
 
 /// The question to ask a counterparty about a shared contract.
 pub fn inclusion_request(contract: &SignedContract, request_id: RequestId) -> wire::InclusionProofRequest {
-    wire::InclusionProofRequest {
-        request_id: request_id.to_vec(),
-        leaf_hash: contract_leaf_hash(contract).to_vec(),
-    }
+    wire::InclusionProofRequest { request_id: request_id.to_vec(), leaf_hash: contract_leaf_hash(contract).to_vec() }
 }
 
 /// Checks a counterparty's answer about a shared contract.
@@ -557,8 +555,7 @@ impl Witness {
             // One question per node at a time; gossip repeats itself.
             return Ok(None);
         }
-        let (older, newer) =
-            if cp.checkpoint().size < latest.checkpoint().size { (cp, latest) } else { (latest, cp) };
+        let (older, newer) = if cp.checkpoint().size < latest.checkpoint().size { (cp, latest) } else { (latest, cp) };
         Ok(Some(self.ask_between(node, older, newer, now_ms, rng)))
     }
 
@@ -674,7 +671,8 @@ impl Witness {
             old_size: older.checkpoint().size,
             new_size: newer.checkpoint().size,
         };
-        self.pending.insert(node, PendingCheck { request_id, older: Some(older), newer: Some(newer), asked_at_ms: now_ms });
+        self.pending
+            .insert(node, PendingCheck { request_id, older: Some(older), newer: Some(newer), asked_at_ms: now_ms });
         Outcome::Ask { node, request }
     }
 
@@ -703,8 +701,5 @@ impl Witness {
 
 /// Decodes a request on the proofs protocol.
 pub fn decode_request(bytes: &[u8]) -> Result<wire::proof_request::Request, WitnessError> {
-    wire::ProofRequest::decode(bytes)
-        .ok()
-        .and_then(|r| r.request)
-        .ok_or(WitnessError::Malformed("proof request"))
+    wire::ProofRequest::decode(bytes).ok().and_then(|r| r.request).ok_or(WitnessError::Malformed("proof request"))
 }

@@ -222,7 +222,7 @@ impl World {
         for k in 0..self.consumers.len() {
             let step = self.consumers[k].tick(self.now, &mut self.rng);
             self.apply(Who::Consumer(k), step);
-            let out = self.coordinators[k].tick(self.now, &mut self.rng, &mut self.consumers[k]);
+            let out = self.coordinators[k].tick(self.now, &mut self.rng, &mut self.consumers[k], &self.books[k]);
             self.finished.extend(out.finished);
             self.apply(Who::Consumer(k), out.step);
         }
@@ -610,4 +610,39 @@ fn a_consumer_restart_while_committing_repairs_the_placement() {
         })
         .collect();
     assert!(!reasons.is_empty() && reasons.iter().all(|r| *r == TerminationReason::PlacementIncomplete));
+}
+
+/// Before asking a provider again, a new attempt waits until its earlier
+/// hold there is released (a Release and a later Propose may arrive in
+/// either order, and the old hold would keep the units asked for).
+#[test]
+fn a_retry_waits_for_its_releases() {
+    use fulcrum_protocol::messages::Message;
+    let kind = |p: &Packet| {
+        let envelope = Envelope::decode(&p.bytes, usize::MAX).unwrap();
+        Message::open(&envelope, &Limits::default()).unwrap().kind()
+    };
+    let mut w = World::new(6, 1, vec![1, 1, 1]);
+    let id = place(&mut w, 0, 2, Spread::Providers).unwrap();
+    // Provider 0 grants its hold; provider 1 never answers.
+    w.net.retain(|p| p.to != Who::Provider(1));
+    deliver_all(&mut w);
+    assert_eq!(w.providers[0].live_holds(), 1);
+    for _ in 0..4 {
+        w.run(Op::Advance(3_000));
+        w.net.retain(|p| p.to != Who::Provider(1));
+        if w.net.iter().any(|p| p.to == Who::Provider(0)) {
+            break;
+        }
+    }
+    // The attempt failed: the Release to provider 0 is out, nothing else.
+    let to_0: Vec<_> = w.net.iter().filter(|p| p.to == Who::Provider(0)).map(kind).collect();
+    assert_eq!(to_0.len(), 1, "{to_0:?}");
+    assert_eq!(to_0[0].as_str(), "release");
+    assert!(w.net.iter().all(|p| p.to != Who::Provider(2)), "proposed before the release was acknowledged");
+    deliver_all(&mut w);
+    let p = final_state(&w, 0, id).expect("finished");
+    assert_eq!(p.state, PlacementState::Complete, "{p:?}");
+    assert_eq!(p.attempts, 2);
+    w.check_all_or_nothing();
 }

@@ -54,6 +54,15 @@ fn wait_for_offers(d: &Daemon, n: usize) {
     assert!(seen.is_some(), "{} never saw {n} offers:\n{}", d.name, d.log());
 }
 
+/// Waits until `d` is connected to `n` peers: a provider's offer can reach
+/// a consumer by gossip before the consumer can dial the provider.
+fn wait_for_peers(d: &Daemon, n: u64) {
+    let connected = wait_for(Duration::from_secs(30), || {
+        (d.ctl_json(&["status"]).ok()?["connected_peers"].as_u64()? >= n).then_some(())
+    });
+    assert!(connected.is_some(), "{} never connected to {n} peers:\n{}", d.name, d.log());
+}
+
 /// `place` with the common arguments and `extra`, as a child process.
 fn spawn_place(d: &Daemon, extra: &[&str]) -> Child {
     Command::new(fulcrumctl())
@@ -89,6 +98,7 @@ fn three_replicas_in_three_countries_are_one_placement_and_end_together() {
     publish(&fr, root, "par1-c8m32", "FR", 2, "0.40");
     publish(&nl, root, "ams1-c8m32", "NL", 2, "0.45");
     wait_for_offers(&consumer, 4);
+    wait_for_peers(&consumer, 3);
     let spread = ["--units", "3", "--spread", "countries", "--label", "iso:27001"];
 
     // A dry run shows the plan and makes nothing.
@@ -154,6 +164,7 @@ fn consumers_racing_for_the_last_units_never_oversell_or_half_place() {
     publish(&b, root, "par1-c8m32", CAPACITY[1].1, CAPACITY[1].0, "0.40");
     for c in &consumers {
         wait_for_offers(c, 2);
+        wait_for_peers(c, 2);
     }
 
     // Nine placements at once, each of one unit on each provider.
@@ -222,11 +233,14 @@ fn consumers_racing_for_the_last_units_never_oversell_or_half_place() {
         if free == 0 {
             continue;
         }
+        // A hold expires after 5 s at the latest; a slow machine gets more.
         let units = free.to_string();
-        let placed = wait_for(Duration::from_secs(10), || {
-            consumers[0].ctl_json(&[&["place"][..], &PLACE, &["--units", &units, "--country", country]].concat()).ok()
+        let mut last = String::new();
+        let placed = wait_for(Duration::from_secs(20), || {
+            let args = [&["place"][..], &PLACE, &["--units", &units, "--country", country]].concat();
+            consumers[0].ctl_json(&args).map_err(|e| last = e).ok()
         });
-        assert!(placed.is_some(), "{free} free units of {} cannot be placed:\n{}", d.name, d.log());
+        assert!(placed.is_some(), "{free} free units of {} cannot be placed: {last}\n{}", d.name, d.log());
     }
 }
 
@@ -247,6 +261,7 @@ fn a_provider_killed_after_its_hold_costs_a_detour_not_a_dangling_contract() {
     publish(&c, root, "c1", "NL", 1, "0.40");
     publish(&d, root, "d1", "BE", 1, "0.41");
     wait_for_offers(&consumer, 4);
+    wait_for_peers(&consumer, 4);
 
     // B stops answering; A grants its hold, then is killed while the
     // placement still waits for B.
@@ -277,9 +292,11 @@ fn a_provider_killed_after_its_hold_costs_a_detour_not_a_dangling_contract() {
     assert!(contracts(&b).is_empty(), "{:?}", contracts(&b));
     assert_eq!(contracts(&consumer).len(), 2);
     for country in ["DE", "FR"] {
-        let again = wait_for(Duration::from_secs(15), || {
-            consumer.ctl_json(&[&["place"][..], &PLACE, &["--units", "1", "--country", country]].concat()).ok()
+        let mut last = String::new();
+        let again = wait_for(Duration::from_secs(20), || {
+            let args = [&["place"][..], &PLACE, &["--units", "1", "--country", country]].concat();
+            consumer.ctl_json(&args).map_err(|e| last = e).ok()
         });
-        assert!(again.is_some(), "the unit in {country} is not free again:\n{}", consumer.log());
+        assert!(again.is_some(), "the unit in {country} is not free again: {last}\n{}", consumer.log());
     }
 }

@@ -268,10 +268,7 @@ impl Admin for AdminService {
 
     type AuditExportStream = Pin<Box<dyn Stream<Item = Result<wire::ExportChunk, Status>> + Send>>;
 
-    async fn audit_export(
-        &self,
-        _: Request<wire::ExportRequest>,
-    ) -> Result<Response<Self::AuditExportStream>, Status> {
+    async fn audit_export(&self, _: Request<wire::ExportRequest>) -> Result<Response<Self::AuditExportStream>, Status> {
         let snapshot = self.ask(AdminCommand::Export).await?.map_err(failed)?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::task::spawn_blocking(move || {

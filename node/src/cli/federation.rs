@@ -353,8 +353,7 @@ async fn publish_revocation(socket: &Path, out: &Output, file: &Path) -> Result<
     let wire_revocation = fulcrum_proto::v1::Revocation::decode(revocation.encode().as_slice())
         .map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
     let request = fulcrum_proto::v1::PublishRevocationRequest { revocation: Some(wire_revocation) };
-    let result =
-        super::answer(crate::admin::client::connect(socket).await?.publish_revocation(request)).await?;
+    let result = super::answer(crate::admin::client::connect(socket).await?.publish_revocation(request)).await?;
     #[derive(Serialize)]
     struct Published {
         member: String,

@@ -99,7 +99,10 @@ pub fn status(s: &StatusView) -> String {
         ("contracts", format!("{} active", s.contracts_active)),
         ("log size", format!("{} records", s.log_size)),
         ("log root", dash_if_empty(&s.log_root)),
-        ("checkpoint", format!("size {}; {} logs witnessed, {} evidence", s.checkpoint_size, s.witnessed_nodes, s.evidence)),
+        (
+            "checkpoint",
+            format!("size {}; {} logs witnessed, {} evidence", s.checkpoint_size, s.witnessed_nodes, s.evidence),
+        ),
         ("membership", membership_line(s)),
     ])
 }

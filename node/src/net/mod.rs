@@ -81,11 +81,7 @@ pub fn audit_topic(federation: &str) -> IdentTopic {
 /// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:
 /// every payload is already a signed envelope, so a second (gossipsub)
 /// signature would only double the verification work.
-pub fn behaviour(
-    key: &identity::Keypair,
-    max_peers: u32,
-    topics: &[TopicHash],
-) -> Result<Behaviour, String> {
+pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) -> Result<Behaviour, String> {
     let peer_id = key.public().to_peer_id();
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Anonymous)

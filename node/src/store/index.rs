@@ -270,4 +270,46 @@ mod tests {
         assert_eq!(index.catch_up(&records[..1], &id.public()).expect("rebuild"), 1);
         assert_eq!(index.applied().expect("applied"), 1);
     }
+
+    /// A placement is indexed as its latest record says, and a rebuild
+    /// forgets placements the log no longer has.
+    #[test]
+    fn placements_keep_their_latest_record() {
+        use fulcrum_protocol::placement::{PlacementRecord, PlacementState, PlacementTerms};
+        let dir = tempfile::tempdir().expect("tmp");
+        let index = Index::open(&dir.path().join("index"), 1 << 20).expect("open");
+        let me = Identity::from_secret_bytes(&[3; 32]).public();
+        let record = |state| Record::Placement {
+            placement: PlacementRecord {
+                id: PlacementId([9; 16]),
+                state,
+                terms: PlacementTerms {
+                    units: 2,
+                    spread: fulcrum_protocol::matching::Spread::Providers,
+                    min_per_unit: Default::default(),
+                    countries: Default::default(),
+                    labels: Default::default(),
+                    attested_labels: false,
+                    min_sla_permille: 0,
+                    max_unit_price: None,
+                    start_ms: 1,
+                    duration_ms: 2,
+                },
+                contracts: vec![ContractId([1; 32])],
+                unresolved: Vec::new(),
+                attempts: 1,
+                reason: String::new(),
+                started_at_ms: 1,
+                at_ms: 2,
+            },
+        };
+        let records = vec![record(PlacementState::Committing), record(PlacementState::Failed)];
+        assert_eq!(index.catch_up(&records, &me).expect("catch up"), 2);
+        let entry = index.placement(&PlacementId([9; 16])).expect("read").expect("indexed");
+        assert_eq!((entry.log_index, entry.record.state), (1, PlacementState::Failed));
+        assert_eq!(index.placements().expect("list").len(), 1);
+        index.meta.insert(APPLIED, &5u64.to_be_bytes()).expect("mark");
+        assert_eq!(index.catch_up(&[], &me).expect("rebuild"), 0);
+        assert!(index.placements().expect("list").is_empty());
+    }
 }

@@ -426,7 +426,7 @@ impl Consumer {
                 if let Some(id) = self.negotiation_for(from, r.request_id)
                     && matches!(self.negotiations[&id].phase, Phase::Releasing { hold_id, .. } if hold_id == r.hold_id)
                 {
-                    self.forget(id);
+                    return self.released(id);
                 }
                 Step::default()
             }
@@ -558,10 +558,10 @@ impl Consumer {
 
     /// Gives up a negotiation that has not committed: a granted hold is
     /// released (the Release is sent again until acknowledged or the hold
-    /// expires), a proposal is abandoned (a hold granted for it later is
-    /// released on arrival). No event follows. None when the negotiation is
-    /// unknown or committing: a Commit sent can only end by the provider's
-    /// answer.
+    /// expires; [`Event::Released`] follows then), a proposal is abandoned at
+    /// once, with no event (a hold granted for it later is released on
+    /// arrival). None when the negotiation is unknown or committing: a Commit
+    /// sent can only end by the provider's answer.
     pub fn release<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R, id: NegotiationId) -> Option<Step> {
         let n = self.negotiations.get(&id)?;
         match &n.phase {
@@ -851,10 +851,12 @@ impl Consumer {
                     // The provider has let it go by now; nothing to send.
                     step.extend(self.fail(id, FailReason::HoldExpired));
                 }
+                // Expired at the provider by now, or the provider is away:
+                // either way the hold is not ours any more.
                 Phase::Releasing { hold_until_ms, attempts, .. }
                     if now_ms >= hold_until_ms || attempts >= self.limits.max_status_attempts =>
                 {
-                    self.forget(id);
+                    step.extend(self.released(id));
                 }
                 Phase::Releasing { hold_id, release, hold_until_ms, sent_at_ms, attempts }
                     if now_ms >= sent_at_ms + timeout =>
@@ -942,6 +944,11 @@ impl Consumer {
     /// Request ids this consumer still accepts answers for (bounded).
     pub fn tracked_requests(&self) -> usize {
         self.by_request.len()
+    }
+
+    fn released(&mut self, id: NegotiationId) -> Step {
+        self.forget(id);
+        Step { events: vec![Event::Released { negotiation_id: id }], ..Step::default() }
     }
 
     fn fail(&mut self, id: NegotiationId, reason: FailReason) -> Step {

@@ -119,6 +119,13 @@ pub enum Event {
         /// The contract a commit would make (its draft, signed by us only).
         contract_id: ContractId,
     },
+    /// Consumer: a hold given up with [`Consumer::release`] is gone: the
+    /// provider acknowledged the release, or the hold has passed its end (or
+    /// the provider stayed silent to every Release).
+    Released {
+        /// Negotiation.
+        negotiation_id: NegotiationId,
+    },
     /// Consumer: a negotiation ended without a contract.
     Failed {
         /// Negotiation.
