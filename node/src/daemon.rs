@@ -144,6 +144,7 @@ enum Reply {
     Offer(oneshot::Sender<Result<wire::OfferView, String>>),
     Terminated(oneshot::Sender<Result<(), String>>),
     Placed(placement::PlaceReply, Box<Result<wire::PlaceResult, String>>),
+    Revoked(oneshot::Sender<Result<wire::PublishRevocationResult, String>>, wire::PublishRevocationResult),
 }
 
 /// An effect waiting for its records to be durable.
@@ -599,6 +600,9 @@ impl Node {
                 }
                 Reply::Placed(tx, result) => {
                     let _ = tx.send(*result);
+                }
+                Reply::Revoked(tx, result) => {
+                    let _ = tx.send(Ok(result));
                 }
                 Reply::None | Reply::Offer(_) => {}
             }
@@ -1098,7 +1102,7 @@ impl Node {
     fn on_membership_gossip(&mut self, data: &[u8]) -> MessageAcceptance {
         match self.members.on_gossip(data, now_ms()) {
             crate::members::Gossiped::New(Some(revocation)) => {
-                if let Err(e) = self.apply_revocation(revocation, false) {
+                if let Err(e) = self.apply_revocation(revocation, None) {
                     warn!(error = %e, "cannot apply a gossiped revocation");
                 }
                 MessageAcceptance::Accept
@@ -1129,7 +1133,7 @@ impl Node {
         match self.members.on_exchange(&bytes, now_ms()) {
             Ok(revocations) => {
                 for revocation in revocations {
-                    if let Err(e) = self.apply_revocation(revocation, false) {
+                    if let Err(e) = self.apply_revocation(revocation, None) {
                         warn!(error = %e, "cannot apply a revocation from a peer");
                     }
                 }
@@ -1148,17 +1152,32 @@ impl Node {
 
     /// Applies a verified revocation: the member's offers go, it is
     /// disconnected, the revocation is logged (and gossiped when this node
-    /// was handed it). Contracts made before stay in the log.
+    /// was handed it through the admin API, which is answered once the
+    /// record is durable). Contracts made before stay in the log.
     fn apply_revocation(
         &mut self,
         revocation: fulcrum_protocol::membership::Revocation,
-        announce: bool,
+        admin: Option<oneshot::Sender<Result<wire::PublishRevocationResult, String>>>,
     ) -> Result<bool, String> {
         let member = revocation.body().member;
-        let new = self.members.add_revocation(revocation.clone()).map_err(|e| format!("revocation refused: {e}"))?;
+        let result = |new| wire::PublishRevocationResult { member: member.to_bytes().to_vec(), new };
+        let new = match self.members.add_revocation(revocation.clone()) {
+            Ok(new) => new,
+            Err(e) => {
+                let why = format!("revocation refused: {e}");
+                if let Some(tx) = admin {
+                    let _ = tx.send(Err(why.clone()));
+                }
+                return Err(why);
+            }
+        };
         if !new {
+            if let Some(tx) = admin {
+                let _ = tx.send(Ok(result(false)));
+            }
             return Ok(false);
         }
+        let announce = admin.is_some();
         let dropped = self.book.remove_provider(&member);
         info!(%member, offers_dropped = dropped, "revocation applied");
         if let Some(peer) = self.peer_ids.of(&member)
@@ -1168,7 +1187,8 @@ impl Node {
         }
         let gossip = if announce { Members::revocation_gossip(&revocation) } else { None };
         let step = Step { persist: vec![Record::Revocation { revocation }], ..Step::default() };
-        self.perform_full(step, None, None, None, Reply::None);
+        let reply = admin.map_or(Reply::None, |tx| Reply::Revoked(tx, result(true)));
+        self.perform_full(step, None, None, None, reply);
         if let Some(bytes) = gossip
             && let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.members.topic.clone(), bytes)
         {
@@ -1643,11 +1663,8 @@ impl Node {
             }
             AdminCommand::Prove(id, tx) => self.prove(id, tx),
             AdminCommand::Revoke(revocation, tx) => {
-                let member = revocation.body().member;
-                let result = self
-                    .apply_revocation(*revocation, true)
-                    .map(|new| wire::PublishRevocationResult { member: member.to_bytes().to_vec(), new });
-                let _ = tx.send(result);
+                // Answered by apply_revocation, once the record is durable.
+                let _ = self.apply_revocation(*revocation, Some(tx));
             }
             AdminCommand::Export(tx) => {
                 let _ = tx.send(self.export_snapshot());
