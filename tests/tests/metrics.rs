@@ -75,6 +75,7 @@ fn readiness_and_metrics_follow_peers_offers_and_contracts() {
         let (_, text) = d.http_get("/metrics").unwrap();
         assert!(text.contains("libp2p_swarm_connections_established_total{"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+        dashboard_queries_only_exported_series(&text);
     }
     assert!(wait_metric(&provider, "fulcrum_proposals_total{outcome=\"held\"}", |v| v >= 1.0) >= 1.0);
     wait_metric(&provider, "fulcrum_offers_own", |v| v == 1.0);
@@ -101,4 +102,52 @@ fn a_taken_metrics_address_is_a_clear_startup_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
     assert!(last.starts_with("error: ") && last.contains(&taken) && last.contains("metrics_listen"), "{err}");
+}
+
+/// Every series the example Grafana dashboard queries is one a node exports,
+/// so the dashboard cannot silently drift from the metric names.
+fn dashboard_queries_only_exported_series(scrape: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/grafana/fulcrum-node.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "the dashboard has too few queries: {exprs:?}");
+    let exported: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for expr in &exprs {
+        for name in series_names(expr) {
+            assert!(exported.contains(name.as_str()), "dashboard query `{expr}` uses {name}, which no node exports");
+        }
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// Metric names in a PromQL expression: identifiers of ours or libp2p's.
+fn series_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = ["fulcrum_", "libp2p_"].iter().filter_map(|p| rest.find(p)).min() {
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
 }
