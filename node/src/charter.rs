@@ -818,20 +818,22 @@ pub enum FederationFile {
 
 /// Reads whichever federation file `path` is, by its `kind`.
 pub fn load_any(path: &Path) -> Result<FederationFile, CharterError> {
-    let text = read_text(path)?;
-    let origin = path.display().to_string();
-    Ok(match detect_kind(&text, &origin)? {
-        FileKind::Charter => FederationFile::Charter(parse_charter(&text, &origin)?),
-        FileKind::CertificateRequest => FederationFile::CertificateRequest(parse_certificate_request(&text, &origin)?),
+    parse_any(&read_text(path)?, &path.display().to_string())
+}
+
+/// Checks the text of whichever federation file it is, by its `kind`;
+/// errors name `origin`.
+pub fn parse_any(text: &str, origin: &str) -> Result<FederationFile, CharterError> {
+    Ok(match detect_kind(text, origin)? {
+        FileKind::Charter => FederationFile::Charter(parse_charter(text, origin)?),
+        FileKind::CertificateRequest => FederationFile::CertificateRequest(parse_certificate_request(text, origin)?),
         FileKind::CertificateSignature => {
-            FederationFile::Signature(parse_signature(&text, &origin, Signed::Certificate)?)
+            FederationFile::Signature(parse_signature(text, origin, Signed::Certificate)?)
         }
-        FileKind::Certificate => FederationFile::Certificate(parse_certificate(&text, &origin)?),
-        FileKind::RevocationRequest => FederationFile::RevocationRequest(parse_revocation_request(&text, &origin)?),
-        FileKind::RevocationSignature => {
-            FederationFile::Signature(parse_signature(&text, &origin, Signed::Revocation)?)
-        }
-        FileKind::Revocation => FederationFile::Revocation(parse_revocation(&text, &origin)?),
+        FileKind::Certificate => FederationFile::Certificate(parse_certificate(text, origin)?),
+        FileKind::RevocationRequest => FederationFile::RevocationRequest(parse_revocation_request(text, origin)?),
+        FileKind::RevocationSignature => FederationFile::Signature(parse_signature(text, origin, Signed::Revocation)?),
+        FileKind::Revocation => FederationFile::Revocation(parse_revocation(text, origin)?),
     })
 }
 

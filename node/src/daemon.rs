@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fulcrum_proto::v1 as wire;
@@ -100,8 +101,10 @@ pub enum AdminCommand {
 /// which covers exactly those records.
 #[derive(Debug, Clone)]
 pub struct ExportSnapshot {
-    /// This node's key.
+    /// The key this node's log started with (its key, unless it rotated).
     pub node_key: PublicKey,
+    /// The node's key file (for backups that include the key).
+    pub key_path: std::path::PathBuf,
     /// The federation.
     pub federation: String,
     /// Records in the export.
@@ -117,13 +120,43 @@ pub struct ExportSnapshot {
 /// A contract event for watchers of the admin event stream.
 #[derive(Debug, Clone)]
 pub struct ContractNotice {
-    /// `active`, `terminated` or `ended`.
+    /// `active`, `terminated` or `expired` (the names hooks get too).
     pub event: &'static str,
     /// The contract.
     pub contract_id: ContractId,
     /// When, Unix ms.
     pub at_ms: u64,
 }
+
+/// What a node reports to its observer as it happens. `fulcrumd` runs
+/// without one; the simulator measures offer propagation with it.
+#[derive(Debug, Clone, Copy)]
+pub enum Observed<'a> {
+    /// An own offer was gossiped (its record is durable).
+    OfferPublished {
+        /// The offer.
+        key: &'a OfferKey,
+        /// Its seq.
+        seq: u64,
+    },
+    /// A peer's offer entered the offer book, by gossip or by sync.
+    OfferAccepted {
+        /// The offer.
+        key: &'a OfferKey,
+        /// Its seq.
+        seq: u64,
+    },
+    /// A gossip message was validated: `accept`, `reject` or `ignore`.
+    Gossip {
+        /// `offers`, `audit` or `membership`.
+        topic: &'static str,
+        /// The validation result.
+        result: &'static str,
+    },
+}
+
+/// Told what the node does, from inside its event loop: it must return quickly.
+pub type Observer = Arc<dyn Fn(Observed<'_>) + Send + Sync>;
 
 /// Handles the admin server needs.
 #[derive(Debug, Clone)]
@@ -167,6 +200,10 @@ enum ProofAsk {
 
 type Durable = BoxFuture<'static, (Result<u64, String>, Pending)>;
 
+/// How long a non-member that was disconnected stays unwelcome: its
+/// discovery would otherwise redial every few seconds.
+const SHUN_MS: u64 = 60_000;
+
 /// The running node.
 pub struct Node {
     config: NodeConfig,
@@ -184,6 +221,9 @@ pub struct Node {
     peer_ids: PeerIds,
     rate: RateLimiter,
     strikes: HashMap<PeerId, u32>,
+    /// Non-members disconnected by `police_members`, and when: their new
+    /// connections are closed at once for `SHUN_MS`.
+    shunned: HashMap<PeerId, u64>,
     /// Per peer, the last sync cursor and pages pulled in this connection.
     syncing: HashMap<PeerId, (Vec<u8>, u32)>,
     effects: FuturesOrdered<Durable>,
@@ -196,6 +236,7 @@ pub struct Node {
     audit: Audit,
     members: Members,
     metrics: Metrics,
+    observer: Option<Observer>,
 }
 
 /// The node's side of verifiable logs: its own checkpoints, the witnessed
@@ -324,6 +365,10 @@ pub struct Parts {
     pub index: Index,
     /// Where the node reports its metrics and liveness.
     pub metrics: Metrics,
+    /// How the swarm reaches peers.
+    pub transport: net::Transport,
+    /// Told what the node does (None in `fulcrumd`).
+    pub observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -335,7 +380,7 @@ impl std::fmt::Debug for Parts {
 impl Node {
     /// Restores the engines from the log, opens the swarm and starts listening.
     pub fn start(parts: Parts) -> anyhow::Result<(Node, Handles)> {
-        let Parts { config, secret, log, records, index, metrics } = parts;
+        let Parts { config, secret, log, records, index, metrics, transport, observer } = parts;
         log.observe_fsyncs(metrics.fsync_observer());
         let limits = Limits {
             hold_ttl_ms: config.ms(&config.hold_ttl),
@@ -346,10 +391,15 @@ impl Node {
         let now = now_ms();
         let identity = Identity::from_secret_bytes(&secret);
         let me = identity.public();
-        let provider =
-            Provider::restore(Identity::from_secret_bytes(&secret), &config.federation, limits.clone(), &records, now);
-        let consumer =
-            Consumer::restore(Identity::from_secret_bytes(&secret), &config.federation, limits.clone(), &records, now);
+        // Membership first: it follows this node's key rotations, and what
+        // the keys before this one made is still this node's.
+        let mut members = Members::load_with_log(&config, me, &limits, &records, now)?;
+        let previous = members.previous_keys().to_vec();
+        let fed = &config.federation;
+        let own = || Identity::from_secret_bytes(&secret);
+        let provider = Provider::restore_with_keys(own(), &previous, fed, limits.clone(), &records, now);
+        let consumer = Consumer::restore_with_keys(own(), &previous, fed, limits.clone(), &records, now);
+        index.set_previous_keys(&previous);
         let caught_up = index.catch_up(&records, &me)?;
         if caught_up > 0 {
             info!(records = caught_up, "index caught up with the log");
@@ -369,7 +419,6 @@ impl Node {
         }
         info!(own = provider.own_offers().count(), peers = restored, "offer book restored");
         let audit = Audit::restore(&config, &limits, me, &log, &records, &index)?;
-        let mut members = Members::load(&config, me, &limits, now)?;
         for record in &records {
             if let Record::Revocation { revocation } = record
                 && let Err(e) = members.add_revocation(revocation.clone())
@@ -388,20 +437,7 @@ impl Node {
         let topic = net::offers_topic(&config.federation);
         let max_peers = config.max_peers;
         let topic_hashes = [topic.hash(), audit.topic.hash(), members.topic.hash()];
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default().nodelay(true),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )?
-            .with_quic()
-            .with_behaviour(|key| {
-                net::behaviour(key, max_peers, &topic_hashes).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-            .build();
+        let mut swarm = net::swarm(key, transport, max_peers, &topic_hashes)?;
         swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
         swarm.behaviour_mut().gossipsub.subscribe(&audit.topic)?;
         swarm.behaviour_mut().gossipsub.subscribe(&members.topic)?;
@@ -441,6 +477,7 @@ impl Node {
             rng: StdRng::from_entropy(),
             peer_ids: PeerIds::default(),
             strikes: HashMap::new(),
+            shunned: HashMap::new(),
             syncing: HashMap::new(),
             effects: FuturesOrdered::new(),
             placements,
@@ -451,6 +488,7 @@ impl Node {
             audit,
             members,
             metrics,
+            observer,
         };
         info!(peer_id = %node.swarm.local_peer_id(), key = %me, federation = %node.config.federation, "fulcrumd started");
         Ok((node, handles))
@@ -461,7 +499,11 @@ impl Node {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut slow = tokio::time::interval(Duration::from_secs(5));
-        let mut kad_refresh = tokio::time::interval(Duration::from_secs(60));
+        // Discovery refreshes every 10 s while the routing table is short of a
+        // bucket's worth of peers (a node that bootstrapped before its peers
+        // had met each other), then every minute.
+        let mut kad_refresh = tokio::time::interval(Duration::from_secs(10));
+        let mut kad_rounds = 0u64;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -475,7 +517,12 @@ impl Node {
                 _ = tick.tick() => self.on_tick(),
                 _ = slow.tick() => self.on_slow_tick(),
                 _ = kad_refresh.tick() => {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+                    if known < 20 || kad_rounds.is_multiple_of(6) {
+                        let _ = kad.bootstrap();
+                    }
+                    kad_rounds += 1;
                 }
             }
         }
@@ -584,6 +631,7 @@ impl Node {
         }
         if let Some(signed) = p.gossip {
             let key = signed.offer().key();
+            self.observe(Observed::OfferPublished { key: &key, seq: signed.offer().seq });
             let bytes = signed.envelope().encode();
             let view = offer_view(&signed, BTreeSet::new(), now_ms());
             let _ = self.book.insert(signed, BTreeSet::new(), now_ms());
@@ -646,9 +694,9 @@ impl Node {
                 let _ = self.events.send(ContractNotice { event: "terminated", contract_id, at_ms: now });
             }
             Event::ContractEnded { contract_id, role } => {
-                info!(contract = %contract_id, ?role, "contract ended");
-                self.metrics.contract(role_name(role), "ended");
-                let _ = self.events.send(ContractNotice { event: "ended", contract_id, at_ms: now });
+                info!(contract = %contract_id, ?role, "contract expired (reached its end time)");
+                self.metrics.contract(role_name(role), "expired");
+                let _ = self.events.send(ContractNotice { event: "expired", contract_id, at_ms: now });
             }
             Event::ProposalRejected { consumer, code } => {
                 debug!(consumer = %consumer.short(), ?code, "proposal rejected");
@@ -699,6 +747,12 @@ impl Node {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. }
+                if self.shunned.get(&peer_id).is_some_and(|at| now_ms().saturating_sub(*at) < SHUN_MS) =>
+            {
+                debug!(%peer_id, ?endpoint, "closing a new connection of a non-member disconnected recently");
+                let _ = self.swarm.disconnect_peer_id(peer_id);
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                 let addr = endpoint.get_remote_address().clone();
@@ -768,14 +822,13 @@ impl Node {
                 } else {
                     ("offers", self.on_gossip(&message.data))
                 };
-                self.metrics.gossip(
-                    topic,
-                    match acceptance {
-                        MessageAcceptance::Accept => "accept",
-                        MessageAcceptance::Reject => "reject",
-                        MessageAcceptance::Ignore => "ignore",
-                    },
-                );
+                let result = match acceptance {
+                    MessageAcceptance::Accept => "accept",
+                    MessageAcceptance::Reject => "reject",
+                    MessageAcceptance::Ignore => "ignore",
+                };
+                self.metrics.gossip(topic, result);
+                self.observe(Observed::Gossip { topic, result });
                 if acceptance == MessageAcceptance::Reject {
                     self.strike(propagation_source, "invalid gossip");
                 }
@@ -790,6 +843,12 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Proofs(event)) => self.on_proofs(event),
             SwarmEvent::Behaviour(BehaviourEvent::Membership(event)) => self.on_membership(event),
             _ => {}
+        }
+    }
+
+    fn observe(&self, what: Observed<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(what);
         }
     }
 
@@ -834,8 +893,10 @@ impl Node {
         }
         let attested = self.members.attested(&key.provider, now);
         let bytes = signed.envelope().encode();
+        let seq = signed.offer().seq;
         match self.book.insert(signed, attested, now) {
             Ok(Inserted::New | Inserted::Replaced { .. } | Inserted::Withdrawn) => {
+                self.observe(Observed::OfferAccepted { key: &key, seq });
                 if let Err(e) = self.index.put_offer(&key, &bytes) {
                     warn!(error = %e, "cannot index offer");
                 }
@@ -869,7 +930,14 @@ impl Node {
                 };
                 self.perform(step, None);
             }
-            E::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "negotiation request failed; timers retry"),
+            E::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "negotiation request failed; timers retry");
+                // A provider known only from its gossiped offer may have no
+                // address here yet: look it up, so the retry can dial it.
+                if matches!(error, request_response::OutboundFailure::DialFailure) {
+                    self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                }
+            }
             E::InboundFailure { peer, error, .. } => debug!(%peer, %error, "inbound negotiation failed"),
             E::ResponseSent { .. } => {}
         }
@@ -1107,7 +1175,10 @@ impl Node {
                 }
                 MessageAcceptance::Accept
             }
-            crate::members::Gossiped::New(None) => MessageAcceptance::Accept,
+            crate::members::Gossiped::New(None) => {
+                self.retire_rotated_keys();
+                MessageAcceptance::Accept
+            }
             crate::members::Gossiped::Known => MessageAcceptance::Ignore,
             crate::members::Gossiped::Invalid(why) => {
                 debug!(%why, "rejected membership message");
@@ -1140,6 +1211,7 @@ impl Node {
             }
             Err(why) => self.strike(peer, &why),
         }
+        self.retire_rotated_keys();
         if !self.members.is_open() && self.members.exchanged.insert(peer) {
             debug!(%peer, "certificates exchanged; pulling its offer book");
             self.request_sync(peer, Vec::new());
@@ -1204,11 +1276,17 @@ impl Node {
         if let Some(warning) = self.members.expiry_warning(now) {
             error!("{warning}");
         }
-        if !self.members.own_published
-            && let Some(bytes) = self.members.own_gossip()
-            && self.swarm.behaviour_mut().gossipsub.publish(self.members.topic.clone(), bytes).is_ok()
-        {
-            self.members.own_published = true;
+        if !self.members.own_published {
+            // The certificate, then the key rotations that lead from it to the key in use.
+            let messages: Vec<Vec<u8>> =
+                self.members.own_gossip().into_iter().chain(self.members.own_rotations_gossip()).collect();
+            let topic = self.members.topic.clone();
+            let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+            let published = messages.into_iter().fold(true, |all, bytes| {
+                let sent = gossipsub.publish(topic.clone(), bytes);
+                all && matches!(sent, Ok(_) | Err(gossipsub::PublishError::Duplicate))
+            });
+            self.members.own_published = published;
         }
         let grace = 10_000;
         let outsiders: Vec<(PeerId, PublicKey)> = self
@@ -1225,7 +1303,9 @@ impl Node {
             let why = self.members.check(&key, now).err().map(|e| e.to_string()).unwrap_or_default();
             warn!(%peer, node = %key, %why, "disconnecting a peer that is not a member of the federation");
             let _ = self.swarm.disconnect_peer_id(peer);
+            self.shunned.insert(peer, now);
         }
+        self.shunned.retain(|_, at| now.saturating_sub(*at) < SHUN_MS);
     }
 
     // ---- verifiable log ------------------------------------------------
@@ -1576,11 +1656,22 @@ impl Node {
         self.ask_proof(other, wire::proof_request::Request::Inclusion(request), ask);
     }
 
+    /// Drops the offers of keys that rotations just learned retired.
+    fn retire_rotated_keys(&mut self) {
+        for old in self.members.take_retired() {
+            let dropped = self.book.remove_provider(&old);
+            info!(%old, offers_dropped = dropped, "a member rotated its key: the old key's offers are dropped");
+        }
+    }
+
     fn export_snapshot(&mut self) -> Result<ExportSnapshot, String> {
         let cp = self.current_checkpoint().ok_or("cannot sign a checkpoint of the log")?;
         self.audit.file.sync().map_err(|e| format!("cannot fsync the checkpoints file: {e}"))?;
         Ok(ExportSnapshot {
-            node_key: self.me,
+            // The key the log started with: after a key rotation, the
+            // export's rotation records lead from it to the key in use.
+            node_key: self.members.log_key(),
+            key_path: self.config.key_path(),
             federation: self.config.federation.clone(),
             records: cp.checkpoint().size,
             checkpoints: self.audit.count,
@@ -1841,7 +1932,7 @@ pub fn contract_view(
     let body = wire::ContractBody::decode(contract.body.as_slice()).map_err(|e| e.to_string())?;
     let state = if entry.terminated {
         wire::ContractState::Terminated
-    } else if body.end_ms <= now {
+    } else if entry.expired || body.end_ms <= now {
         wire::ContractState::Ended
     } else {
         wire::ContractState::Active

@@ -7,6 +7,7 @@
 //! - [`admin`]: the gRPC admin API on a Unix socket, and its client.
 //! - [`cli`]: `fulcrumctl` commands and their output.
 //! - [`metrics`]: Prometheus metrics, health and readiness over HTTP.
+//! - [`hooks`]: provisioning hooks run for every contract event, in log order.
 //! - [`charter`]: the federation charter, member certificates and revocations on disk.
 //! - [`members`]: federation membership as the daemon enforces it.
 //! - [`placement`]: composite placements: the daemon's side of the protocol's
@@ -19,6 +20,7 @@ pub mod charter;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod hooks;
 pub mod members;
 pub mod metrics;
 pub mod net;

@@ -7,6 +7,12 @@
 //! and revocation they know, so a new node can check the authors of what its
 //! first peer forwards. Revocations are gossiped, exchanged, and kept in the
 //! agreement log, so they survive restarts.
+//!
+//! Key rotations travel like certificates: a node that rotated its key
+//! gossips its rotation statements and hands them to every peer it
+//! connects to; its own are in its log. A peer that learns one lets the new
+//! key stand on the old key's certificate and retires the old key (the
+//! daemon drops its offers).
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -16,6 +22,8 @@ use fulcrum_proto::v1 as wire;
 use fulcrum_protocol::Limits;
 use fulcrum_protocol::keys::PublicKey;
 use fulcrum_protocol::membership::{Charter, MemberCertificate, Membership, MembershipError, Revocation};
+use fulcrum_protocol::record::Record;
+use fulcrum_protocol::rotation::{KeyChain, KeyRotation};
 use libp2p::PeerId;
 use libp2p::gossipsub::IdentTopic;
 use prost::Message as _;
@@ -39,7 +47,8 @@ pub fn membership_topic(federation: &str) -> IdentTopic {
 /// What a gossiped membership message brought.
 #[derive(Debug)]
 pub enum Gossiped {
-    /// Something new; a revocation to apply, log and act on.
+    /// Something new; a revocation to apply, log and act on. (A new key
+    /// rotation's retired key waits in [`Members::take_retired`].)
     New(Option<Revocation>),
     /// Already known.
     Known,
@@ -54,6 +63,10 @@ pub struct Members {
     membership: Membership,
     own: Option<MemberCertificate>,
     me: PublicKey,
+    /// This node's keys, from the rotation records of its log.
+    chain: KeyChain,
+    /// Keys retired by rotations learned since the daemon last asked.
+    retired: Vec<PublicKey>,
     limits: Limits,
     /// The membership gossip topic.
     pub topic: IdentTopic,
@@ -71,6 +84,26 @@ impl Members {
     /// still serve its admin API and its log, while peers refuse to trade
     /// with it.
     pub fn load(config: &NodeConfig, me: PublicKey, limits: &Limits, now_ms: u64) -> anyhow::Result<Members> {
+        Members::load_with_log(config, me, limits, &[], now_ms)
+    }
+
+    /// [`Members::load`] that also follows the node's key rotations in
+    /// `records` (its log): the certificate may be for any key the node had,
+    /// and `me` must be the key the last rotation handed over to.
+    pub fn load_with_log(
+        config: &NodeConfig,
+        me: PublicKey,
+        limits: &Limits,
+        records: &[Record],
+        now_ms: u64,
+    ) -> anyhow::Result<Members> {
+        let rotations = records.iter().filter_map(|r| match r {
+            Record::Rotation { rotation } => Some(rotation),
+            _ => None,
+        });
+        let chain = KeyChain::of_log(me, rotations).map_err(|e| {
+            anyhow::anyhow!("{e}; if a key rotation was interrupted, run 'fulcrumd key rotate' again to finish it")
+        })?;
         let charter = match &config.charter {
             Some(path) => {
                 let charter = load_charter(path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -90,10 +123,11 @@ impl Members {
             Some(path) => {
                 let cert = load_certificate(path).map_err(|e| anyhow::anyhow!("{e}"))?;
                 anyhow::ensure!(
-                    cert.body().member == me,
-                    "the certificate {} is for the key {}, not for this node's key {me}",
+                    chain.contains(&cert.body().member),
+                    "the certificate {} is for the key {}, not for this node's key {me}{}",
                     path.display(),
-                    cert.body().member
+                    cert.body().member,
+                    if chain.previous().is_empty() { "" } else { " or a key it rotated from" }
                 );
                 Some(cert)
             }
@@ -103,6 +137,11 @@ impl Members {
             && let Err(e) = membership.add_certificate(cert.clone(), now_ms)
         {
             error!(error = %e, "this node's member certificate is not valid; peers refuse its offers and proposals");
+        }
+        for rotation in chain.rotations() {
+            if let Err(e) = membership.add_rotation(rotation.clone(), now_ms) {
+                error!(error = %e, "this node's own key rotation is not accepted; peers refuse its new key");
+            }
         }
         if !membership.charter().is_open() && own.is_none() {
             error!(
@@ -115,6 +154,8 @@ impl Members {
             membership,
             own,
             me,
+            chain,
+            retired: Vec::new(),
             limits: limits.clone(),
             topic: membership_topic(&config.federation),
             own_published: false,
@@ -152,10 +193,27 @@ impl Members {
         self.membership.certificates().count()
     }
 
+    /// The key this node's log started with (its export's `node-key`).
+    pub fn log_key(&self) -> PublicKey {
+        self.chain.genesis()
+    }
+
+    /// The keys this node had before the one in use, oldest first.
+    pub fn previous_keys(&self) -> &[PublicKey] {
+        self.chain.previous()
+    }
+
+    /// Keys retired by rotations learned since the last call, for the
+    /// daemon to drop their offers.
+    pub fn take_retired(&mut self) -> Vec<PublicKey> {
+        std::mem::take(&mut self.retired)
+    }
+
     /// This node's standing, for `status`: a word and the certificate's end.
     pub fn standing(&self, now_ms: u64) -> (String, u64) {
         let not_after = self.own.as_ref().map_or(0, |c| c.body().not_after_ms);
-        let word = if self.membership.is_revoked(&self.me) {
+        let revoked = matches!(self.membership.check(&self.me, now_ms), Err(MembershipError::Revoked(_)));
+        let word = if revoked {
             "revoked".to_owned()
         } else if let Some(cert) = &self.own {
             match cert.verify(self.membership.charter(), now_ms) {
@@ -200,6 +258,11 @@ impl Members {
         Some(wire::MembershipGossip { item: Some(wire::membership_gossip::Item::Certificate(cert)) }.encode_to_vec())
     }
 
+    /// This node's own key rotations as gossip messages, oldest first.
+    pub fn own_rotations_gossip(&self) -> Vec<Vec<u8>> {
+        self.chain.rotations().iter().map(rotation_gossip).collect()
+    }
+
     /// A revocation as a gossip message.
     pub fn revocation_gossip(revocation: &Revocation) -> Option<Vec<u8>> {
         let r = wire::Revocation::decode(revocation.encode().as_slice()).ok()?;
@@ -210,7 +273,7 @@ impl Members {
     pub fn exchange(&self) -> Vec<u8> {
         let own = self.own.iter();
         let certificates = own
-            .chain(self.membership.certificates().filter(|c| c.body().member != self.me))
+            .chain(self.membership.certificates().filter(|c| Some(*c) != self.own.as_ref()))
             .take(MAX_EXCHANGED)
             .filter_map(|c| wire::MemberCertificate::decode(c.encode().as_slice()).ok())
             .collect();
@@ -219,7 +282,24 @@ impl Members {
             .revocations()
             .filter_map(|r| wire::Revocation::decode(r.encode().as_slice()).ok())
             .collect();
-        wire::MembershipExchange { certificates, revocations }.encode_to_vec()
+        // Oldest first, so that a peer can follow a chain in one pass.
+        let mut rotations: Vec<&KeyRotation> = self.membership.rotations().take(MAX_EXCHANGED).collect();
+        rotations.sort_by_key(|r| r.body().seq);
+        let rotations = rotations.into_iter().map(KeyRotation::to_wire).collect();
+        wire::MembershipExchange { certificates, revocations, rotations }.encode_to_vec()
+    }
+
+    /// Learns a key rotation; true when it is new (its old key is then
+    /// waiting in [`Members::take_retired`]).
+    fn learn_rotation(&mut self, rotation: KeyRotation, now_ms: u64) -> Result<bool, MembershipError> {
+        let old = rotation.body().old_key;
+        let new = self.membership.add_rotation(rotation, now_ms)?;
+        if new {
+            info!(%old, new = %self.membership.successor(&old).map(|k| k.to_string()).unwrap_or_default(),
+                "member rotated its key; the old key is retired");
+            self.retired.push(old);
+        }
+        Ok(new)
     }
 
     /// A revocation that is valid under the charter and not applied yet.
@@ -248,6 +328,12 @@ impl Members {
                 // Invalid ones (a peer's own, say) are simply not learned;
                 // the peer is then refused like any non-member.
                 let _ = self.membership.add_certificate(cert, now_ms);
+            }
+        }
+        // After the certificates: a rotation stands on its old key's.
+        for r in exchange.rotations.iter().take(MAX_EXCHANGED) {
+            if let Ok(rotation) = KeyRotation::from_wire(r) {
+                let _ = self.learn_rotation(rotation, now_ms);
             }
         }
         Ok(new)
@@ -282,6 +368,17 @@ impl Members {
                 },
                 Err(e) => Gossiped::Invalid(e.to_string()),
             },
+            Item::Rotation(r) => match KeyRotation::from_wire(&r) {
+                Ok(rotation) => match self.learn_rotation(rotation, now_ms) {
+                    Ok(true) => Gossiped::New(None),
+                    Ok(false) => Gossiped::Known,
+                    // The old key's certificate may simply not be known
+                    // yet: not forwarded, not held against the sender.
+                    Err(MembershipError::NoCertificate(_)) => Gossiped::Known,
+                    Err(e) => Gossiped::Invalid(e.to_string()),
+                },
+                Err(e) => Gossiped::Invalid(e.to_string()),
+            },
         }
     }
 
@@ -298,6 +395,11 @@ impl Members {
         }
         Ok(new)
     }
+}
+
+/// A key rotation as a gossip message.
+fn rotation_gossip(rotation: &KeyRotation) -> Vec<u8> {
+    wire::MembershipGossip { item: Some(wire::membership_gossip::Item::Rotation(rotation.to_wire())) }.encode_to_vec()
 }
 
 #[cfg(test)]
@@ -398,5 +500,66 @@ mod tests {
         assert!(members.is_open());
         assert_eq!(members.standing(NOW).0, "open");
         assert!(members.check(&Identity::from_secret_bytes(&[3; 32]).public(), NOW).is_ok());
+    }
+
+    fn rotation_record(old: &Identity, new: &Identity) -> Record {
+        let body = fulcrum_protocol::rotation::RotationBody {
+            federation: "eu".into(),
+            old_key: old.public(),
+            new_key: new.public(),
+            at_ms: NOW,
+            seq: 1,
+            log_size: 0,
+            log_root: fulcrum_protocol::merkle::empty_root(),
+        };
+        Record::Rotation { rotation: KeyRotation::sign(old, new, body).unwrap() }
+    }
+
+    #[test]
+    fn a_rotated_node_keeps_its_certificate_and_peers_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (Identity::from_secret_bytes(&[9; 32]), Identity::from_secret_bytes(&[10; 32]));
+        let config = setup(dir.path(), &old, Some(NOW + 90 * DAY));
+        let log = [rotation_record(&old, &new)];
+        let rotated = Members::load_with_log(&config, new.public(), &Limits::default(), &log, NOW).unwrap();
+        assert_eq!(rotated.standing(NOW).0, "member");
+        rotated.check(&new.public(), NOW).unwrap();
+        assert!(matches!(rotated.check(&old.public(), NOW), Err(MembershipError::Rotated { .. })));
+        assert_eq!((rotated.log_key(), rotated.previous_keys()), (old.public(), &[old.public()][..]));
+        assert_eq!(rotated.own_rotations_gossip().len(), 1);
+
+        // The key in use must be the one the log hands over to.
+        let err = Members::load_with_log(&config, old.public(), &Limits::default(), &log, NOW).unwrap_err();
+        assert!(err.to_string().contains("fulcrumd key rotate"), "{err}");
+
+        // A peer learns the rotation when they exchange: the new key is a
+        // member, the old one retired and handed to the daemon once.
+        let peer = Identity::from_secret_bytes(&[11; 32]);
+        let peer_dir = tempfile::tempdir().unwrap();
+        let mut other =
+            Members::load(&setup(peer_dir.path(), &peer, Some(NOW + DAY)), peer.public(), &Limits::default(), NOW)
+                .unwrap();
+        assert!(matches!(other.check(&new.public(), NOW), Err(MembershipError::NoCertificate(_))));
+        other.on_exchange(&rotated.exchange(), NOW).unwrap();
+        other.check(&new.public(), NOW).unwrap();
+        assert!(other.check(&old.public(), NOW).is_err());
+        assert_eq!(other.take_retired(), [old.public()]);
+        assert!(other.take_retired().is_empty());
+        // Gossip of a rotation already known changes nothing.
+        for bytes in rotated.own_rotations_gossip() {
+            assert!(matches!(other.on_gossip(&bytes, NOW), Gossiped::Known));
+        }
+        assert!(other.take_retired().is_empty());
+
+        // By gossip alone, once the old key's certificate is known.
+        let mut third =
+            Members::load(&setup(peer_dir.path(), &peer, Some(NOW + DAY)), peer.public(), &Limits::default(), NOW)
+                .unwrap();
+        let bytes = rotated.own_rotations_gossip().remove(0);
+        assert!(matches!(third.on_gossip(&bytes, NOW), Gossiped::Known), "the old key's certificate is unknown yet");
+        assert!(matches!(third.on_gossip(&rotated.own_gossip().unwrap(), NOW), Gossiped::New(None)));
+        assert!(matches!(third.on_gossip(&bytes, NOW), Gossiped::New(None)));
+        third.check(&new.public(), NOW).unwrap();
+        assert_eq!(third.take_retired(), [old.public()]);
     }
 }

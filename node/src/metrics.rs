@@ -8,8 +8,9 @@
 //! - `GET /readyz`: 200 `ready` once the node has a connected peer and has
 //!   signed a checkpoint of its log; 503 with a one-line reason otherwise.
 //!
-//! The event loop owns every value: it sets the gauges from its state on its
-//! timers and counts events where they happen; the server only reads.
+//! The event loop owns every value but the hook runner's (`hook_*`): it sets
+//! the gauges from its state on its timers and counts events where they
+//! happen; the server only reads.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -77,6 +78,12 @@ pub struct Gauges {
     pub certificate_expiry_seconds: Gauge,
     /// Member certificates known and valid.
     pub members_known: Gauge,
+    /// Contract events whose hook has not succeeded yet (set by the hook
+    /// runner).
+    pub hook_backlog: Gauge,
+    /// Failed attempts in a row of the hook at the head of the queue; 0
+    /// while hooks succeed (set by the hook runner).
+    pub hook_failures: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +101,12 @@ struct ProposalLabels {
 struct ContractLabels {
     role: &'static str,
     event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    event: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +130,8 @@ struct Inner {
     contracts: Family<ContractLabels, Counter>,
     evidence_found: Family<EvidenceLabels, Counter>,
     fsync: Histogram,
+    hook_runs: Family<HookLabels, Counter>,
+    hook_duration: Histogram,
     /// When the metrics were made; heartbeats count from here.
     epoch: Instant,
     /// Milliseconds after `epoch` of the event loop's last tick, plus one;
@@ -150,6 +165,9 @@ impl Metrics {
         let evidence_found = Family::<EvidenceLabels, Counter>::default();
         // 50 µs to about 1.6 s: from a fast NVMe fdatasync to a struggling disk.
         let fsync = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let hook_runs = Family::<HookLabels, Counter>::default();
+        // 10 ms to about 10 min: from a local script to a slow cloud API.
+        let hook_duration = Histogram::new(exponential_buckets(0.01, 2.0, 17));
 
         let r = registry.sub_registry_with_prefix("fulcrum");
         let g = &gauges;
@@ -182,6 +200,14 @@ impl Metrics {
             proposals.clone(),
         );
         r.register("contracts", "Contract events, by this node's role", contracts.clone());
+        r.register("hook_runs", "Hook runs, by contract event and outcome (ok, failed, timeout)", hook_runs.clone());
+        r.register_with_unit("hook_duration", "Duration of each hook run", Unit::Seconds, hook_duration.clone());
+        r.register("hook_backlog", "Contract events whose hook has not succeeded yet", g.hook_backlog.clone());
+        r.register(
+            "hook_failures",
+            "Failed attempts in a row of the hook at the head of the queue (0 while hooks succeed)",
+            g.hook_failures.clone(),
+        );
         r.register("evidence_found", "Evidence this node found itself, by kind", evidence_found.clone());
         r.register_with_unit(
             "log_fsync",
@@ -197,8 +223,13 @@ impl Metrics {
             }
         }
         for role in ["provider", "consumer"] {
-            for event in ["active", "terminated", "ended"] {
+            for event in ["active", "terminated", "expired"] {
                 let _ = contracts.get_or_create_owned(&ContractLabels { role, event });
+            }
+        }
+        for event in ["active", "terminated", "expired"] {
+            for outcome in ["ok", "failed", "timeout"] {
+                let _ = hook_runs.get_or_create_owned(&HookLabels { event, outcome });
             }
         }
         for kind in ["conflicting-checkpoints", "inconsistent-proof", "missing-contract"] {
@@ -216,6 +247,8 @@ impl Metrics {
                 contracts,
                 evidence_found,
                 fsync,
+                hook_runs,
+                hook_duration,
                 epoch: Instant::now(),
                 heartbeat: AtomicU64::new(0),
                 checkpoint_signed: AtomicBool::new(false),
@@ -240,10 +273,17 @@ impl Metrics {
         self.inner.proposals.get_or_create(&ProposalLabels { outcome: outcome.to_owned() }).inc();
     }
 
-    /// Counts a contract event (`active`, `terminated`, `ended`) in a role
+    /// Counts a contract event (`active`, `terminated`, `expired`) in a role
     /// (`provider`, `consumer`).
     pub fn contract(&self, role: &'static str, event: &'static str) {
         self.inner.contracts.get_or_create(&ContractLabels { role, event }).inc();
+    }
+
+    /// Counts a hook run for a contract event (`active`, `terminated`,
+    /// `expired`) and how it went (`ok`, `failed`, `timeout`).
+    pub fn hook_run(&self, event: &'static str, outcome: &'static str, took: Duration) {
+        self.inner.hook_runs.get_or_create(&HookLabels { event, outcome }).inc();
+        self.inner.hook_duration.observe(took.as_secs_f64());
     }
 
     /// Counts a piece of evidence this node found itself.

@@ -559,6 +559,12 @@ impl Admin for MockDaemon {
         Err(Status::internal("export failed: disk on fire"))
     }
 
+    type BackupStream = Pin<Box<dyn futures::Stream<Item = Result<wire::ExportChunk, Status>> + Send>>;
+
+    async fn backup(&self, _: Request<wire::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        Err(Status::internal("backup failed: disk on fire"))
+    }
+
     async fn watch_contracts(
         &self,
         _: Request<wire::WatchContractsRequest>,
@@ -570,7 +576,7 @@ impl Admin for MockDaemon {
                 at_ms: 1_763_884_800_000,
             }),
             Ok(wire::ContractEvent {
-                event: "ended".into(),
+                event: "expired".into(),
                 contract: Some(contract(id_b(), wire::ContractState::Ended, true)),
                 at_ms: 1_763_884_900_000,
             }),
@@ -962,6 +968,7 @@ async fn watch_prints_one_json_object_per_line() {
     assert_eq!(events.len(), 2, "{text}");
     assert_eq!(events[0]["event"], "active");
     assert_eq!(events[1]["contract"]["state"], "ended");
+    assert_eq!(events[1]["event"], "expired");
 
     let text = stdout(&run_async(&["--socket", &socket, "contracts", "watch"]).await);
     assert!(

@@ -44,6 +44,8 @@ impl Party {
                 Record::Evidence { .. } => "evidence",
                 Record::Revocation { .. } => "revocation",
                 Record::Placement { .. } => "placement",
+                Record::Expiry { .. } => "expiry",
+                Record::Rotation { .. } => "key rotation",
             };
             println!("  {:<9} log #{:<2} {what}", self.name, self.records - 1);
         }

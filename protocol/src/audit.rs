@@ -33,7 +33,9 @@
 //!   header, empty line included, is at most 4096 bytes
 //!   ([`MAX_HEADER_BYTES`]).
 //!   - `node-key`: exactly 64 lowercase hex digits, a valid Ed25519 public
-//!     key that is not of small order: the node whose log this is.
+//!     key that is not of small order: the node whose log this is, by the
+//!     key it started its log with (after a key rotation the node signs with
+//!     a later key; see "Key rotations" below).
 //!   - `federation`: 1 to 128 bytes of UTF-8 with no whitespace, no control
 //!     character and no `+` (the origin is also a signed-note key name).
 //!   - `origin`: exactly `fulcrum/<federation>/<node-key>`, the origin and
@@ -64,6 +66,22 @@
 //!   carry extension lines and other signatures (a witness's cosignature,
 //!   say); only the node's is checked.
 //!
+//! # Key rotations
+//!
+//! A node that rotated its key ([`crate::rotation`]) holds a rotation record
+//! in its log: a statement signed by the key in use up to it and by the key
+//! that takes over. The node's key *at* a point of the log is `node-key` up
+//! to and including its first rotation record, then the key that record hands
+//! over to, and so on. Whatever the checks below ask of "the node" they ask
+//! of the node's key at that record; a checkpoint of size `s` must be signed
+//! by the node's key after record `s - 1` (so a checkpoint covering a
+//! rotation record is the new key's), under that key's origin
+//! `fulcrum/<federation>/<key>`. A rotation record must hand over from the
+//! node's key at that point, be numbered one more than the rotation before
+//! (1 for the first), be for the export's federation, and name the size and
+//! root of the log just before it: the old key's last signature fixes the
+//! history the new key continues.
+//!
 //! # What the verifier checks
 //!
 //! 1. The header, as above.
@@ -83,7 +101,12 @@
 //!    envelope of kind `evidence`, by any signer. An abandoned record has no
 //!    signature, nor has a placement record, but every contract a final
 //!    placement record names (one that is not `committing`) is a contract
-//!    record earlier in the log.
+//!    record earlier in the log. An expiry record has no signature either:
+//!    its contract is a contract record earlier in the log, it was recorded
+//!    at or after the contract's end time, and no termination or expiry of
+//!    that contract comes before it.
+//!    A rotation record holds both keys' valid signatures and hands the
+//!    node's key over as described above.
 //! 4. Every checkpoint: it parses, its origin is this node's in this
 //!    federation and the node's signature verifies; sizes never decrease;
 //!    each size is at most N; its root is the root of the records' tree at
@@ -110,9 +133,10 @@
 //!
 //! Records are read in chunks of 16,384 (at most 64 MiB). Only their leaf
 //! hashes stay (the tree keeps about 64 bytes a record), with the other
-//! party of each contract (about 80 bytes a contract): verifying an export
-//! of a million records from a file peaks at about 200 MiB. Each chunk is
-//! split over [`std::thread::available_parallelism`] threads that decode
+//! party and the end of each contract (about 100 bytes a contract):
+//! verifying an export of a million records from a file peaks at about
+//! 200 MiB. Each chunk is split over
+//! [`std::thread::available_parallelism`] threads that decode
 //! the records without verifying as they go (a private mirror of
 //! [`crate::record::Record`] that keeps signed parts as bytes, with the same
 //! limits and key checks) and verify the signatures with
@@ -147,6 +171,7 @@ use crate::ids::ContractId;
 use crate::keys::{PublicKey, SIGNATURE_LEN, serde_bytes_vec, verify_batch};
 use crate::limits::Limits;
 use crate::merkle::{Hash, MerkleTree, leaf_hash, verify_consistency};
+use crate::rotation::KeyRotation;
 
 /// The first line of every export of this version (without its line feed).
 pub const FORMAT_LINE: &str = "fulcrum-audit-export v1";
@@ -456,6 +481,8 @@ pub struct AuditReport {
     pub offers: u64,
     /// Termination records.
     pub terminations: u64,
+    /// Expiry records (contracts that reached their end time).
+    pub expiries: u64,
     /// Evidence records.
     pub evidence: u64,
     /// Revocation records (authority signatures checked; whether the
@@ -464,6 +491,11 @@ pub struct AuditReport {
     /// Placement records (unsigned; each contract a final one names must be
     /// earlier in the log).
     pub placements: u64,
+    /// Key rotation records (both keys' signatures checked).
+    pub rotations: u64,
+    /// The node's key after the last record read: `node_key`, or the key
+    /// the last rotation handed over to (None if the header could not be read).
+    pub node_key_now: Option<String>,
     /// Record signatures that verified.
     pub signatures_verified: u64,
     /// Checkpoint frames read.
@@ -493,14 +525,16 @@ impl fmt::Display for AuditReport {
         write!(f, "node {key} of {federation}: ")?;
         write!(
             f,
-            "{} records ({} contracts, {} pending, {} abandoned, {} offers, {} terminations, {} evidence, \
-             {} revocations, {} placements), {} signatures verified, {} checkpoints, tree size {}, root {}: ",
+            "{} records ({} contracts, {} pending, {} abandoned, {} offers, {} terminations, {} expiries, \
+             {} evidence, {} revocations, {} placements), {} signatures verified, {} checkpoints, tree size {}, \
+             root {}: ",
             self.records,
             self.contracts,
             self.pending,
             self.abandoned,
             self.offers,
             self.terminations,
+            self.expiries,
             self.evidence,
             self.revocations,
             self.placements,
@@ -509,6 +543,10 @@ impl fmt::Display for AuditReport {
             self.tree_size,
             self.root
         )?;
+        if self.rotations > 0 {
+            let now = self.node_key_now.as_deref().unwrap_or("?");
+            write!(f, "key rotated {} times, now {now}: ", self.rotations)?;
+        }
         match &self.first_failure {
             None => f.write_str("OK"),
             Some(failure) => write!(f, "FAILED at {failure}"),
@@ -561,10 +599,45 @@ struct Verifier {
     report: AuditReport,
     best: Option<(u64, Class)>,
     tree: MerkleTree,
-    /// The other party of each contract seen, as an index into `parties`.
-    contracts: HashMap<ContractId, u32>,
+    /// Each contract seen so far in the log.
+    contracts: HashMap<ContractId, Known>,
     parties: Vec<PublicKey>,
     party_index: HashMap<PublicKey, u32>,
+    /// The rotation records read so far: (index, the key it hands over to).
+    handovers: Vec<(u64, PublicKey)>,
+}
+
+/// The node's key at each point of the log: the header's key, then the key
+/// each rotation record hands over to.
+#[derive(Debug, Clone, Copy)]
+struct NodeKeys<'a> {
+    first: PublicKey,
+    /// (index of the rotation record, the key it hands over to), in order.
+    handovers: &'a [(u64, PublicKey)],
+}
+
+impl NodeKeys<'_> {
+    /// The key in use after the last record read.
+    fn now(&self) -> PublicKey {
+        self.handovers.last().map_or(self.first, |(_, key)| *key)
+    }
+
+    /// The key that signs a checkpoint of `size` records: the key in use
+    /// after record `size - 1`.
+    fn at_size(&self, size: u64) -> PublicKey {
+        self.handovers.iter().take_while(|(index, _)| *index < size).last().map_or(self.first, |(_, key)| *key)
+    }
+}
+
+/// What the sequential checks keep of a contract seen in the log.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// The other party, as an index into `parties`.
+    party: u32,
+    /// The contract's end, Unix ms.
+    end_ms: u64,
+    /// The record that terminated or expired it, if one has.
+    ended_at: Option<u64>,
 }
 
 /// A record frame read into a chunk.
@@ -580,6 +653,8 @@ struct Outcome {
     leaf: Hash,
     kind: Option<RecordType>,
     signatures_verified: u64,
+    /// `result` is the failure of a signature.
+    signature_failed: bool,
     result: Result<Summary, String>,
 }
 
@@ -590,18 +665,22 @@ enum RecordType {
     Pending,
     Abandoned,
     Termination,
+    Expiry,
     Evidence,
     Revocation,
     Placement,
+    Rotation,
 }
 
 /// What the sequential checks need of a record that passed its own checks.
 #[derive(Debug)]
 enum Summary {
     Plain,
-    Contract { id: ContractId, other: PublicKey },
+    Contract { id: ContractId, other: PublicKey, end_ms: u64 },
     Termination { contract_id: ContractId, signer: PublicKey },
+    Expiry { contract_id: ContractId, at_ms: u64 },
     Placement { contracts: Vec<ContractId> },
+    Rotation { old: PublicKey, new: PublicKey, seq: u64, log_size: u64, log_root: Hash },
 }
 
 /// Why reading frames stopped early.
@@ -632,9 +711,12 @@ impl Verifier {
                 abandoned: 0,
                 offers: 0,
                 terminations: 0,
+                expiries: 0,
                 evidence: 0,
                 revocations: 0,
                 placements: 0,
+                rotations: 0,
+                node_key_now: None,
                 signatures_verified: 0,
                 checkpoints: 0,
                 tree_size: 0,
@@ -646,6 +728,7 @@ impl Verifier {
             contracts: HashMap::new(),
             parties: Vec::new(),
             party_index: HashMap::new(),
+            handovers: Vec::new(),
         }
     }
 
@@ -671,6 +754,7 @@ impl Verifier {
         self.report.exported_at_ms = Some(header.exported_at_ms);
 
         let complete = self.read_records(&mut reader, &header);
+        self.report.node_key_now = Some(self.keys(&header).now().to_string());
         self.report.tree_size = self.tree.len();
         self.report.root = hex::encode(self.tree.root());
         if complete {
@@ -724,7 +808,8 @@ impl Verifier {
         if frames.is_empty() {
             return;
         }
-        let context = Context { node: header.node_key, federation: &header.federation, batch: self.tuning.batch };
+        let chunk_key = self.keys(header).now();
+        let context = Context { node: chunk_key, federation: &header.federation, batch: self.tuning.batch };
         let outcomes = in_parallel(
             frames,
             &self.tuning,
@@ -733,11 +818,22 @@ impl Verifier {
                 leaf: leaf_hash(data.get(frame.payload.clone()).unwrap_or_default()),
                 kind: None,
                 signatures_verified: 0,
+                signature_failed: false,
                 result: Err("internal error: the verifier thread failed".to_owned()),
             },
         );
-        for (offset, outcome) in outcomes.into_iter().enumerate() {
+        for (offset, mut outcome) in outcomes.into_iter().enumerate() {
             let index = first + offset as u64;
+            let node = self.keys(header).now();
+            let payload = frames.get(offset).filter(|f| f.crc_ok).and_then(|f| data.get(f.payload.clone()));
+            if node != chunk_key && !outcome.signature_failed {
+                // A rotation earlier in this chunk handed the node's key
+                // over: what names the node is checked again with the key
+                // in use here (signatures do not depend on it).
+                if let Some(Ok((raw, 0))) = payload.map(parse_record) {
+                    outcome.result = check_alone(&raw, &Context { node, ..context });
+                }
+            }
             self.tree.push_leaf_hash(outcome.leaf);
             self.report.records += 1;
             self.report.signatures_verified += outcome.signatures_verified;
@@ -747,20 +843,26 @@ impl Verifier {
                 Some(RecordType::Pending) => self.report.pending += 1,
                 Some(RecordType::Abandoned) => self.report.abandoned += 1,
                 Some(RecordType::Termination) => self.report.terminations += 1,
+                Some(RecordType::Expiry) => self.report.expiries += 1,
                 Some(RecordType::Evidence) => self.report.evidence += 1,
                 Some(RecordType::Revocation) => self.report.revocations += 1,
                 Some(RecordType::Placement) => self.report.placements += 1,
+                Some(RecordType::Rotation) => self.report.rotations += 1,
                 None => {}
             }
             match outcome.result {
                 Ok(Summary::Plain) => {}
-                Ok(Summary::Contract { id, other }) => {
+                Ok(Summary::Contract { id, other, end_ms }) => {
                     let party = self.party(other);
-                    self.contracts.insert(id, party);
+                    // A contract logged again keeps what is known of it.
+                    self.contracts.entry(id).or_insert(Known { party, end_ms, ended_at: None });
                 }
                 Ok(Summary::Termination { contract_id, signer }) => {
-                    if signer != header.node_key {
-                        let other = self.contracts.get(&contract_id).and_then(|i| self.parties.get(*i as usize));
+                    if let Some(known) = self.contracts.get_mut(&contract_id) {
+                        known.ended_at.get_or_insert(index);
+                    }
+                    if signer != node {
+                        let other = self.contracts.get(&contract_id).and_then(|k| self.parties.get(k.party as usize));
                         let reason = match other {
                             Some(other) if *other == signer => None,
                             Some(other) => Some(format!(
@@ -777,6 +879,25 @@ impl Verifier {
                         }
                     }
                 }
+                Ok(Summary::Expiry { contract_id, at_ms }) => {
+                    let reason = match self.contracts.get_mut(&contract_id) {
+                        None => Some(format!("expiry of contract {contract_id}, which is not earlier in the log")),
+                        Some(known) if at_ms < known.end_ms => Some(format!(
+                            "expiry of contract {contract_id} recorded at {at_ms}, before its end at {}",
+                            known.end_ms
+                        )),
+                        Some(Known { ended_at: Some(at), .. }) => {
+                            Some(format!("expiry of contract {contract_id}, which already ended at record {at}"))
+                        }
+                        Some(known) => {
+                            known.ended_at = Some(index);
+                            None
+                        }
+                    };
+                    if let Some(reason) = reason {
+                        self.fail(index, Class::Record, Some(index), None, reason);
+                    }
+                }
                 Ok(Summary::Placement { contracts }) => {
                     if let Some(missing) = contracts.iter().find(|id| !self.contracts.contains_key(id)) {
                         let reason =
@@ -784,9 +905,59 @@ impl Verifier {
                         self.fail(index, Class::Record, Some(index), None, reason);
                     }
                 }
-                Err(reason) => self.fail(index, Class::Record, Some(index), None, reason),
+                Ok(Summary::Rotation { old, new, seq, log_size, log_root }) => {
+                    let checked =
+                        self.check_rotation(index, node, header.node_key, (old, new, seq, log_size, log_root));
+                    // Handed over even when refused: the export fails here
+                    // either way, and what follows is then judged as the
+                    // node meant it, not reported as a later failure.
+                    self.handovers.push((index, new));
+                    if let Err(reason) = checked {
+                        self.fail(index, Class::Record, Some(index), None, reason);
+                    }
+                }
+                Err(reason) => {
+                    if let Some(Ok((Raw::Rotation(r), _))) = payload.map(parse_record) {
+                        self.handovers.push((index, r.body().new_key));
+                    }
+                    self.fail(index, Class::Record, Some(index), None, reason);
+                }
             }
         }
+    }
+
+    /// The node's keys along the records read so far.
+    fn keys(&self, header: &ExportHeader) -> NodeKeys<'_> {
+        NodeKeys { first: header.node_key, handovers: &self.handovers }
+    }
+
+    /// The checks of a rotation record at `index` that depend on the log:
+    /// it hands over from the node's key here, it is the next rotation, and
+    /// it names the log just before it.
+    fn check_rotation(
+        &self,
+        index: u64,
+        node: PublicKey,
+        first: PublicKey,
+        (old, new, seq, log_size, log_root): (PublicKey, PublicKey, u64, u64, Hash),
+    ) -> Result<(), String> {
+        if old != node {
+            return Err(format!("rotation hands over from {old}, but the node's key at this point is {node}"));
+        }
+        let expected = self.handovers.len() as u64 + 1;
+        if seq != expected {
+            return Err(format!("rotation is numbered {seq}, but it is the node's rotation number {expected}"));
+        }
+        if log_size != index {
+            return Err(format!("rotation names a log of {log_size} records, but it is record {index}"));
+        }
+        if self.tree.root_at(index).ok() != Some(log_root) {
+            return Err(format!("rotation names a log root that is not the root of the {index} records before it"));
+        }
+        if new == first || self.handovers.iter().any(|(_, key)| *key == new) {
+            return Err(format!("rotation hands over to {new}, a key the log used before"));
+        }
+        Ok(())
     }
 
     fn party(&mut self, key: PublicKey) -> u32 {
@@ -824,10 +995,11 @@ impl Verifier {
                     }
                 }
             }
+            let keys = self.keys(header);
             let notes = in_parallel(
                 &frames,
                 &self.tuning,
-                |part| part.iter().map(|frame| check_note(frame, &data, header)).collect(),
+                |part| part.iter().map(|frame| check_note(frame, &data, header, keys)).collect(),
                 |_| Err("internal error: the verifier thread failed".to_owned()),
             );
             for note in notes {
@@ -1077,7 +1249,7 @@ fn in_parallel<T: Sync, R: Send>(
 /// The checks of one checkpoint frame that need nothing but the note: its
 /// CRC, its form, its origin and the node's signature. Returns the signed
 /// size and root.
-fn check_note(frame: &Frame, data: &[u8], header: &ExportHeader) -> Result<(u64, Hash), String> {
+fn check_note(frame: &Frame, data: &[u8], header: &ExportHeader, keys: NodeKeys<'_>) -> Result<(u64, Hash), String> {
     let bytes = data.get(frame.payload.clone()).unwrap_or_default();
     if !frame.crc_ok {
         return Err("CRC32C mismatch".to_owned());
@@ -1091,7 +1263,14 @@ fn check_note(frame: &Frame, data: &[u8], header: &ExportHeader) -> Result<(u64,
         return Err(format!("not a UTF-8 note{hint}"));
     };
     match verify_node_checkpoint(note, &header.federation) {
-        Ok((key, _)) if key != header.node_key => Err(format!("signed by node {key}, not by the export's node")),
+        Ok((key, signed)) if key != keys.at_size(signed.checkpoint().size) => {
+            if keys.handovers.is_empty() {
+                Err(format!("signed by node {key}, not by the export's node"))
+            } else {
+                let size = signed.checkpoint().size;
+                Err(format!("signed by {key}, not by {}, the node's key at size {size}", keys.at_size(size)))
+            }
+        }
         Ok((_, signed)) => Ok((signed.checkpoint().size, signed.checkpoint().root)),
         Err(e) => Err(format!("not a valid node checkpoint: {e}")),
     }
@@ -1123,8 +1302,13 @@ fn check_records(frames: &[Frame], data: &[u8], context: &Context<'_>) -> Vec<Ou
     let mut items: Vec<SigItem> = Vec::with_capacity(frames.len() * 2);
     for (record, frame) in frames.iter().enumerate() {
         let payload = data.get(frame.payload.clone()).unwrap_or_default();
-        let mut outcome =
-            Outcome { leaf: leaf_hash(payload), kind: None, signatures_verified: 0, result: Ok(Summary::Plain) };
+        let mut outcome = Outcome {
+            leaf: leaf_hash(payload),
+            kind: None,
+            signatures_verified: 0,
+            signature_failed: false,
+            result: Ok(Summary::Plain),
+        };
         if !frame.crc_ok {
             outcome.result = Err("CRC32C mismatch".to_owned());
             outcomes.push(outcome);
@@ -1163,6 +1347,7 @@ fn check_records(frames: &[Frame], data: &[u8], context: &Context<'_>) -> Vec<Ou
     for (outcome, failure) in outcomes.iter_mut().zip(signature_failure) {
         if let Some(label) = failure {
             outcome.result = Err(format!("{label} does not verify"));
+            outcome.signature_failed = true;
         }
     }
     outcomes
@@ -1271,6 +1456,14 @@ enum RawRecord {
     Placement {
         placement: crate::placement::PlacementRecord,
     },
+    Expiry {
+        contract_id: ContractId,
+        at_ms: u64,
+    },
+    Rotation {
+        #[serde(deserialize_with = "serde_bytes_vec")]
+        rotation: Vec<u8>,
+    },
 }
 
 /// An envelope decoded as [`crate::envelope::Envelope::decode`] does, but
@@ -1304,6 +1497,8 @@ enum Raw {
     Evidence(RawEnvelope),
     Revocation(crate::membership::Revocation),
     Placement(crate::placement::PlacementRecord),
+    Expiry { contract_id: ContractId, at_ms: u64 },
+    Rotation(KeyRotation),
 }
 
 impl Raw {
@@ -1317,6 +1512,8 @@ impl Raw {
             Raw::Evidence(_) => RecordType::Evidence,
             Raw::Revocation(_) => RecordType::Revocation,
             Raw::Placement(_) => RecordType::Placement,
+            Raw::Expiry { .. } => RecordType::Expiry,
+            Raw::Rotation(_) => RecordType::Rotation,
         }
     }
 
@@ -1333,10 +1530,15 @@ impl Raw {
             Raw::Offer(e) | Raw::Termination(_, e) | Raw::Evidence(e) => {
                 each("the envelope's signature", e.kind, &e.body, e.signature, e.signer);
             }
-            Raw::Abandoned | Raw::Placement(_) => {}
+            Raw::Abandoned | Raw::Placement(_) | Raw::Expiry { .. } => {}
             Raw::Revocation(r) => {
                 for (authority, signature) in r.signatures() {
                     each("an authority's signature", Kind::Revocation, r.body_bytes(), *signature, *authority);
+                }
+            }
+            Raw::Rotation(r) => {
+                for (label, key, signature) in r.signatures() {
+                    each(label, Kind::KeyRotation, r.body_bytes(), signature, key);
                 }
             }
         }
@@ -1372,6 +1574,10 @@ fn parse_record(cbor: &[u8]) -> Result<(Raw, usize), String> {
         RawRecord::Evidence { envelope } => Raw::Evidence(raw_envelope(&envelope)?),
         RawRecord::Revocation { revocation } => Raw::Revocation(revocation),
         RawRecord::Placement { placement } => Raw::Placement(placement),
+        RawRecord::Expiry { contract_id, at_ms } => Raw::Expiry { contract_id, at_ms },
+        RawRecord::Rotation { rotation } => {
+            Raw::Rotation(KeyRotation::parse(&rotation).map_err(|e| format!("not a valid record: {e}"))?)
+        }
     };
     Ok((raw, rest.len()))
 }
@@ -1448,7 +1654,7 @@ fn check_alone(raw: &Raw, context: &Context<'_>) -> Result<Summary, String> {
                     c.terms.consumer, c.terms.provider
                 ));
             };
-            Ok(Summary::Contract { id: contract_id(&c.body), other })
+            Ok(Summary::Contract { id: contract_id(&c.body), other, end_ms: c.terms.end_ms })
         }
         Raw::Pending(c) => {
             federation(c)?;
@@ -1510,6 +1716,18 @@ fn check_alone(raw: &Raw, context: &Context<'_>) -> Result<Summary, String> {
         // contracts of a `committing` record are not made yet.
         Raw::Placement(p) if p.state.is_final() => Ok(Summary::Placement { contracts: p.contracts.clone() }),
         Raw::Placement(_) => Ok(Summary::Plain),
+        Raw::Expiry { contract_id, at_ms } => Ok(Summary::Expiry { contract_id: *contract_id, at_ms: *at_ms }),
+        Raw::Rotation(r) => {
+            r.check_federation(context.federation).map_err(|e| e.to_string())?;
+            let b = r.body();
+            Ok(Summary::Rotation {
+                old: b.old_key,
+                new: b.new_key,
+                seq: b.seq,
+                log_size: b.log_size,
+                log_root: b.log_root,
+            })
+        }
     }
 }
 
@@ -1592,6 +1810,8 @@ mod tests {
             Record::Termination { contract_id: c.id(), envelope: terminate(&peer, c.id()) },
             Record::Evidence { envelope: conflicting(&peer, &id(3)) },
             Record::Placement { placement: placement(c.id()) },
+            Record::Expiry { contract_id: c.id(), at_ms: c.terms().end_ms },
+            Record::Rotation { rotation: rotation(&node, &id(9), 1, 7, [3; 32]) },
         ]
     }
 
@@ -1917,5 +2137,139 @@ mod tests {
         let failure = report.first_failure.unwrap();
         assert_eq!(failure.record, Some(0));
         assert!(failure.reason.contains("2 bytes follow"), "{}", failure.reason);
+    }
+
+    fn rotation(old: &Identity, new: &Identity, seq: u64, log_size: u64, log_root: Hash) -> KeyRotation {
+        let body = crate::rotation::RotationBody {
+            federation: FED.into(),
+            old_key: old.public(),
+            new_key: new.public(),
+            at_ms: 1_000,
+            seq,
+            log_size,
+            log_root,
+        };
+        KeyRotation::sign(old, new, body).unwrap()
+    }
+
+    /// `n` records of node `id(1)`, which hands over to `id(9)` with a
+    /// rotation record at index `at` (made by `make_rotation` from the log
+    /// before it): offers and contracts by the key in use.
+    fn rotated_log(n: u64, at: u64, make_rotation: impl Fn(Hash) -> KeyRotation) -> Vec<Vec<u8>> {
+        let (old, new, peer) = (id(1), id(9), id(2));
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        for i in 0..n {
+            let node = if i < at { &old } else { &new };
+            let record = if i == at {
+                let root = MerkleTree::from_leaf_hashes(records.iter().map(|r| leaf_hash(r))).root();
+                Record::Rotation { rotation: make_rotation(root) }
+            } else if i % 3 == 0 {
+                Record::Offer { envelope: Envelope::seal(node, Kind::Offer, i.to_le_bytes().to_vec()) }
+            } else if i % 2 == 0 {
+                Record::Contract { contract: contract(node, &peer, i) }
+            } else {
+                Record::Contract { contract: contract(&peer, node, i) }
+            };
+            records.push(record.to_cbor().unwrap());
+        }
+        records
+    }
+
+    /// An export of `records`, checkpointed every `every` records and at the
+    /// end, each checkpoint signed by `signer(size)`.
+    fn export_signed_by(records: &[Vec<u8>], every: u64, signer: impl Fn(u64) -> Identity) -> Vec<u8> {
+        let n = records.len() as u64;
+        let tree = MerkleTree::from_leaf_hashes(records.iter().map(|r| leaf_hash(r)));
+        let mut sizes: Vec<u64> = (1..=n).filter(|s| s % every == 0).collect();
+        if sizes.last() != Some(&n) {
+            sizes.push(n);
+        }
+        let header = ExportHeader {
+            node_key: id(1).public(),
+            federation: FED.into(),
+            records: n,
+            checkpoints: sizes.len() as u64,
+            exported_at_ms: 42,
+        };
+        let mut w = ExportWriter::new(Vec::new(), header).unwrap();
+        for r in records {
+            w.record(r).unwrap();
+        }
+        for size in sizes {
+            let root = tree.root_at(size).unwrap();
+            w.checkpoint(&sign_node_checkpoint(&signer(size), FED, size, root).unwrap().to_note()).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    /// The key that signs a checkpoint of `size` records of a log that hands
+    /// over from `id(1)` to `id(9)` at record `at`.
+    fn key_at(at: u64) -> impl Fn(u64) -> Identity {
+        move |size| if size > at { id(9) } else { id(1) }
+    }
+
+    #[test]
+    fn a_log_verifies_across_a_key_rotation_record_by_record() {
+        let at = 11;
+        let good = |root| rotation(&id(1), &id(9), 1, at, root);
+        let records = rotated_log(40, at, good);
+        let bytes = export_signed_by(&records, 5, key_at(at));
+        let reference = run(&bytes, 1, 1000, 256);
+        assert!(reference.is_ok(), "{reference}");
+        assert_eq!(reference.rotations, 1);
+        assert_eq!(reference.node_key.as_deref(), Some(id(1).public().to_string().as_str()));
+        assert_eq!(reference.node_key_now.as_deref(), Some(id(9).public().to_string().as_str()));
+        assert!(reference.to_string().contains("key rotated 1 times"), "{reference}");
+        // Both keys' signatures are counted; chunks that start before, at
+        // and after the rotation agree.
+        assert_eq!(reference.signatures_verified, reference.offers + 2 * reference.contracts + 2);
+        for (threads, chunk, batch) in [(2, 7, 3), (3, 11, 1), (2, 12, 5), (4, 2, 2), (1, 1, 1)] {
+            assert_eq!(run(&bytes, threads, chunk, batch), reference, "{threads} {chunk} {batch}");
+        }
+
+        // The old key keeps signing after it handed over: its checkpoint of
+        // a size past the rotation is refused.
+        let stale = export_signed_by(&records, 5, |_| id(1));
+        let report = run(&stale, 2, 7, 3);
+        let failure = report.first_failure.unwrap();
+        assert!(failure.checkpoint.is_some() && failure.reason.contains("the node's key at size"), "{failure}");
+        // A checkpoint by the new key of a size before the rotation is refused too.
+        let early = export_signed_by(&records, 5, |_| id(9));
+        assert!(run(&early, 1, 1000, 256).first_failure.unwrap().checkpoint.is_some());
+
+        // An offer of the old key after the rotation.
+        let mut late = records.clone();
+        late[at as usize + 2] =
+            Record::Offer { envelope: Envelope::seal(&id(1), Kind::Offer, vec![5]) }.to_cbor().unwrap();
+        let report = run(&export_signed_by(&late, 5, key_at(at)), 2, 7, 3);
+        let failure = report.first_failure.unwrap();
+        assert_eq!(failure.record, Some(at + 2), "{failure}");
+        assert!(failure.reason.contains("not by the node"), "{failure}");
+    }
+
+    #[test]
+    fn a_rotation_must_hand_over_the_nodes_key_and_its_history() {
+        const AT: u64 = 6;
+        let at = AT;
+        type Make = Box<dyn Fn(Hash) -> KeyRotation>;
+        let cases: [(&str, Make); 4] = [
+            ("from another key", Box::new(|root| rotation(&id(3), &id(9), 1, AT, root))),
+            ("second rotation first", Box::new(|root| rotation(&id(1), &id(9), 2, AT, root))),
+            ("another log size", Box::new(|root| rotation(&id(1), &id(9), 1, AT - 1, root))),
+            ("another root", Box::new(|_| rotation(&id(1), &id(9), 1, AT, [0; 32]))),
+        ];
+        for (what, make) in cases {
+            let records = rotated_log(12, at, make);
+            let report = run(&export_signed_by(&records, 4, key_at(at)), 1, 1000, 256);
+            let failure = report.first_failure.clone().unwrap_or_else(|| panic!("{what}: {report}"));
+            assert_eq!(failure.record, Some(at), "{what}: {failure}");
+        }
+        // One signature spoiled: named as such.
+        let mut records = rotated_log(12, at, |root| rotation(&id(1), &id(9), 1, at, root));
+        let last = records[at as usize].len() - 10;
+        records[at as usize][last] ^= 1;
+        let report = run(&export_signed_by(&records, 4, key_at(at)), 1, 1000, 256);
+        let failure = report.first_failure.unwrap();
+        assert!(failure.reason.contains("new key's rotation signature does not verify"), "{failure}");
     }
 }

@@ -56,11 +56,13 @@ pub enum Kind {
     InclusionProof,
     /// Evidence that a node rewrote or denied its history, signed by the witness.
     Evidence,
+    /// A key rotation body, signed by both the old and the new key.
+    KeyRotation,
 }
 
 impl Kind {
     /// Every kind, for tests and tables.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Offer,
         Kind::Propose,
         Kind::Hold,
@@ -80,6 +82,7 @@ impl Kind {
         Kind::ConsistencyProof,
         Kind::InclusionProof,
         Kind::Evidence,
+        Kind::KeyRotation,
     ];
 
     /// The name that goes into the signed bytes.
@@ -104,6 +107,7 @@ impl Kind {
             Kind::ConsistencyProof => "consistency-proof",
             Kind::InclusionProof => "inclusion-proof",
             Kind::Evidence => "evidence",
+            Kind::KeyRotation => "key-rotation",
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`merkle`], [`checkpoint`], [`record`]: the agreement log's Merkle tree,
 //!   signed checkpoints and record format.
 //! - [`membership`]: charters, member certificates and revocations.
+//! - [`rotation`]: a node's key handed over to a new key, signed by both.
 //! - [`audit`]: the offline audit of a node's agreement log: the export file
 //!   format, its writer and its verifier.
 //! - [`witness`]: checking other nodes' logs; evidence of rewritten history.
@@ -41,6 +42,7 @@ pub mod offer;
 pub mod placement;
 pub mod planner;
 pub mod record;
+pub mod rotation;
 pub mod witness;
 
 pub use limits::Limits;

@@ -2,6 +2,11 @@
 //! threshold k; a member certificate is valid when k distinct authorities of
 //! the charter signed it and it is within its validity; a revocation signed
 //! by k authorities ends it. A threshold of 0 is an open federation.
+//!
+//! A member that rotates its key ([`crate::rotation`]) keeps its membership:
+//! the new key stands on the certificate of the key it took over from, for
+//! what is left of that certificate's validity, and falls with any
+//! revocation of it; the old key is retired and takes part no more.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -12,6 +17,14 @@ use crate::envelope::{Kind, sign_detached, verify_detached};
 use crate::keys::{Identity, PublicKey, SIGNATURE_LEN};
 use crate::limits::Limits;
 use crate::offer::Country;
+use crate::rotation::KeyRotation;
+
+/// Most key rotations a node remembers (about two per member of a large
+/// federation); more are refused.
+pub const MAX_ROTATIONS: usize = 40_000;
+
+/// Longest chain of rotations followed from a key back to its certificate.
+const MAX_CHAIN: usize = 64;
 
 /// Why a charter, certificate or revocation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +78,17 @@ pub enum MembershipError {
     /// No certificate is known for this member.
     #[error("no certificate is known for {0}")]
     NoCertificate(PublicKey),
+    /// The key was handed over to a new one and takes part no more.
+    #[error("key {old} was rotated to {new} and is retired")]
+    Rotated {
+        /// The retired key.
+        old: PublicKey,
+        /// The key that took over.
+        new: PublicKey,
+    },
+    /// A key rotation that cannot be accepted.
+    #[error("key rotation refused: {0}")]
+    Rotation(String),
 }
 
 /// The charter of a federation.
@@ -416,13 +440,23 @@ pub struct Membership {
     charter: Charter,
     certificates: HashMap<PublicKey, MemberCertificate>,
     revoked: HashMap<PublicKey, Revocation>,
+    /// Key rotations by the key they retired.
+    rotated: HashMap<PublicKey, KeyRotation>,
+    /// The key each rotated-to key took over from.
+    took_over: HashMap<PublicKey, PublicKey>,
 }
 
 impl Membership {
     /// Starts from a validated charter.
     pub fn new(charter: Charter) -> Result<Membership, MembershipError> {
         charter.validate()?;
-        Ok(Membership { charter, certificates: HashMap::new(), revoked: HashMap::new() })
+        Ok(Membership {
+            charter,
+            certificates: HashMap::new(),
+            revoked: HashMap::new(),
+            rotated: HashMap::new(),
+            took_over: HashMap::new(),
+        })
     }
 
     /// The charter.
@@ -457,10 +491,18 @@ impl Membership {
     /// Whether `member` may take part at `now_ms`: in an open federation
     /// anyone not revoked; otherwise a certificate, verified when it was
     /// added, valid at `now_ms` and not revoked.
+    ///
+    /// A key another took over from is refused; a key that took over from
+    /// another stands on the certificate of the first key of its chain, and
+    /// is refused when any key of the chain is revoked.
     pub fn check(&self, member: &PublicKey, now_ms: u64) -> Result<(), MembershipError> {
         if self.revoked.contains_key(member) {
             return Err(MembershipError::Revoked(*member));
         }
+        if let Some(rotation) = self.rotated.get(member) {
+            return Err(MembershipError::Rotated { old: *member, new: rotation.body().new_key });
+        }
+        let member = &self.certified_key(member)?;
         if self.charter.is_open() {
             return Ok(());
         }
@@ -472,6 +514,65 @@ impl Membership {
             return Err(MembershipError::Expired { not_after_ms: body.not_after_ms, now_ms });
         }
         Ok(())
+    }
+
+    /// The key whose certificate `member` stands on: itself, or the first
+    /// key of the chain of rotations it took over through. Any revoked key on
+    /// the way is an error.
+    fn certified_key(&self, member: &PublicKey) -> Result<PublicKey, MembershipError> {
+        let mut key = *member;
+        for _ in 0..MAX_CHAIN {
+            if self.revoked.contains_key(&key) {
+                return Err(MembershipError::Revoked(key));
+            }
+            match self.took_over.get(&key) {
+                Some(before) => key = *before,
+                None => return Ok(key),
+            }
+        }
+        Err(MembershipError::Rotation(format!("{member} is more than {MAX_CHAIN} rotations from its certificate")))
+    }
+
+    /// Learns a key rotation (its signatures were checked when it was
+    /// decoded). In a closed federation the old key must be a member now:
+    /// a rotation cannot admit anyone. A key hands over once: a second,
+    /// different rotation of it is refused. Returns true when it is new.
+    pub fn add_rotation(&mut self, rotation: KeyRotation, now_ms: u64) -> Result<bool, MembershipError> {
+        let body = rotation.body();
+        let (old, new) = (body.old_key, body.new_key);
+        rotation.check_federation(&self.charter.name).map_err(|e| MembershipError::Rotation(e.to_string()))?;
+        if let Some(known) = self.rotated.get(&old) {
+            if known.body().new_key == new {
+                return Ok(false);
+            }
+            return Err(MembershipError::Rotation(format!(
+                "{old} was already rotated to {}, not {new}",
+                known.body().new_key
+            )));
+        }
+        if let Some(before) = self.took_over.get(&new) {
+            return Err(MembershipError::Rotation(format!("{new} already took over from {before}")));
+        }
+        if self.rotated.contains_key(&new) {
+            return Err(MembershipError::Rotation(format!("{new} is a retired key")));
+        }
+        if self.rotated.len() >= MAX_ROTATIONS {
+            return Err(MembershipError::Rotation("too many key rotations known".into()));
+        }
+        self.check(&old, now_ms)?;
+        self.took_over.insert(new, old);
+        self.rotated.insert(old, rotation);
+        Ok(true)
+    }
+
+    /// Every key rotation known.
+    pub fn rotations(&self) -> impl Iterator<Item = &KeyRotation> {
+        self.rotated.values()
+    }
+
+    /// The key that took over from `key`, if one did (directly).
+    pub fn successor(&self, key: &PublicKey) -> Option<PublicKey> {
+        self.rotated.get(key).map(|r| r.body().new_key)
     }
 
     /// True once `member` was revoked.
@@ -494,6 +595,12 @@ impl Membership {
     /// certificate needs at least one charter authority's signature to attest
     /// anything, so with no authorities nothing is ever attested.
     pub fn attested_labels(&self, member: &PublicKey, now_ms: u64) -> BTreeSet<String> {
+        if self.rotated.contains_key(member) {
+            return BTreeSet::new();
+        }
+        let Ok(member) = &self.certified_key(member) else {
+            return BTreeSet::new();
+        };
         match self.certificates.get(member) {
             Some(c)
                 if !self.revoked.contains_key(member)

@@ -520,7 +520,8 @@ impl Message {
             | Kind::Revocation
             | Kind::ConsistencyProof
             | Kind::InclusionProof
-            | Kind::Evidence => {
+            | Kind::Evidence
+            | Kind::KeyRotation => {
                 return Err(MessageError::NotNegotiation(kind));
             }
         };

@@ -9,6 +9,7 @@ use crate::envelope::Envelope;
 use crate::ids::ContractId;
 use crate::membership::Revocation;
 use crate::placement::PlacementRecord;
+use crate::rotation::KeyRotation;
 
 /// One entry of the agreement log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +63,23 @@ pub enum Record {
     Placement {
         /// The placement.
         placement: PlacementRecord,
+    },
+    /// A contract that reached its end time without being terminated. Each
+    /// party writes it once, on its own clock, when the end has passed (at
+    /// start-up for a contract that ended while the node was down).
+    /// Unsigned: the end time is in the contract both parties signed, and the
+    /// node's checkpoints cover the record.
+    Expiry {
+        /// The contract, earlier in the log.
+        contract_id: ContractId,
+        /// When this node recorded the expiry, Unix ms (at or after the end).
+        at_ms: u64,
+    },
+    /// This node handed its identity over to a new key: records before it
+    /// are the old key's, records after it the new key's. Signed by both.
+    Rotation {
+        /// The rotation statement.
+        rotation: KeyRotation,
     },
 }
 

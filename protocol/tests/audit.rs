@@ -766,3 +766,51 @@ fn placement_records_verify_and_name_only_earlier_contracts() {
     assert_eq!(record, Some(1), "{reason}");
     assert!(reason.contains("not earlier in the log"), "{reason}");
 }
+
+/// Expiry records carry no signature and verify when their contract is
+/// earlier in the log, they were recorded at or after its end, and it had
+/// not ended before; anything else names the record.
+#[test]
+fn expiry_records_follow_their_contract_once_after_its_end() {
+    let (node, p2, p3) = (node(), identity(2), identity(3));
+    let (a, b) = (contract(&node, &p2, 1), contract(&p3, &node, 2));
+    let end = |c: &SignedContract| c.terms().end_ms;
+    let expiry = |c: &SignedContract, at_ms| cbor(Record::Expiry { contract_id: c.id(), at_ms });
+    let records = vec![
+        cbor(Record::Contract { contract: a.clone() }),
+        cbor(Record::Contract { contract: b.clone() }),
+        // Recorded exactly at the end, and long after it (a node that was down).
+        expiry(&a, end(&a)),
+        expiry(&b, end(&b) + 7 * 24 * HOUR_MS),
+    ];
+    let report = verify(&export(&records, &[4]));
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.contracts, report.expiries, report.signatures_verified), (2, 2, 4));
+    assert!(report.to_string().contains("2 expiries"), "{report}");
+
+    let cases: Vec<(&str, Vec<Vec<u8>>, u64)> = vec![
+        ("not earlier in the log", vec![expiry(&a, end(&a))], 0),
+        ("not earlier in the log", vec![expiry(&a, end(&a)), cbor(Record::Contract { contract: a.clone() })], 0),
+        ("before its end", vec![cbor(Record::Contract { contract: a.clone() }), expiry(&a, end(&a) - 1)], 1),
+        (
+            "already ended at record 1",
+            vec![cbor(Record::Contract { contract: a.clone() }), expiry(&a, end(&a)), expiry(&a, end(&a) + 1)],
+            2,
+        ),
+        (
+            "already ended at record 1",
+            vec![
+                cbor(Record::Contract { contract: a.clone() }),
+                cbor(Record::Termination { contract_id: a.id(), envelope: terminate(&p2, a.id()) }),
+                expiry(&a, end(&a)),
+            ],
+            2,
+        ),
+    ];
+    for (why, records, index) in cases {
+        let bytes = export(&records, &every_record(records.len()));
+        let (record, checkpoint, reason) = failure(&bytes);
+        assert_eq!((record, checkpoint), (Some(index), None), "{why}: {reason}");
+        assert!(reason.contains(why), "{why}: {reason}");
+    }
+}

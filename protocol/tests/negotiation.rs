@@ -24,7 +24,7 @@ use fulcrum_protocol::envelope::Envelope;
 use fulcrum_protocol::ids::{ContractId, NegotiationId};
 use fulcrum_protocol::keys::PublicKey;
 use fulcrum_protocol::messages::TerminationReason;
-use fulcrum_protocol::negotiation::{Consumer, Event, PlaceTerms, Provider, Step};
+use fulcrum_protocol::negotiation::{Consumer, Event, PlaceTerms, Provider, Role, Step};
 use fulcrum_protocol::offer::{Offer, Price};
 use fulcrum_protocol::record::Record;
 use proptest::prelude::*;
@@ -294,7 +294,7 @@ impl World {
         }
     }
 
-    /// Contracts in a log that are still active (not terminated).
+    /// Contracts in a log that are still active (not terminated or expired).
     fn active_in(log: &[Vec<u8>]) -> HashMap<ContractId, u32> {
         let mut active = HashMap::new();
         for r in decode_log(log) {
@@ -302,7 +302,7 @@ impl World {
                 Record::Contract { contract } => {
                     active.insert(contract.id(), contract.terms().units);
                 }
-                Record::Termination { contract_id, .. } => {
+                Record::Termination { contract_id, .. } | Record::Expiry { contract_id, .. } => {
                     active.remove(&contract_id);
                 }
                 _ => {}
@@ -857,4 +857,82 @@ fn a_stale_reject_does_not_fail_a_committing_negotiation() {
     w.settle();
     assert_eq!(w.placed, 1);
     assert!(w.failed.is_empty());
+}
+
+/// Expiry records in a log: (contract, when recorded).
+fn expiries(log: &[Vec<u8>]) -> Vec<(ContractId, u64)> {
+    decode_log(log)
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Expiry { contract_id, at_ms } => Some((contract_id, at_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A contract ends at its end time on both sides, each with one expiry
+/// record and event; a provider that was down at the end frees the units at
+/// restore and records the expiry at its first tick; no restart or later
+/// tick records it again, and the freed units can be sold again.
+#[test]
+fn contracts_expire_once_on_both_sides_and_free_their_units() {
+    let mut w = World::new(13, 1, 2);
+    w.run(Op::Start { consumer: 0, units: 2, flexible: false });
+    w.settle();
+    assert_eq!(w.placed, 1);
+    let id = *World::contracts_in(&w.provider_log).iter().next().unwrap();
+    let end = decode_log(&w.provider_log)
+        .iter()
+        .find_map(|r| match r {
+            Record::Contract { contract } => Some(contract.terms().end_ms),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 2);
+
+    // Just before the end nothing happens; the tick's deadline is the end.
+    w.now = end - 1;
+    w.tick();
+    assert!(expiries(&w.provider_log).is_empty() && expiries(&w.consumer_logs[0]).is_empty());
+    assert_eq!(w.provider.poll_timeout(), Some(end));
+    assert_eq!(w.consumers[0].poll_timeout(), Some(end));
+
+    // The consumer, up at the end, records it then.
+    w.now = end;
+    let step = w.consumers[0].tick(w.now, &mut w.rng);
+    assert_eq!(step.persist, [Record::Expiry { contract_id: id, at_ms: end }]);
+    assert!(step.events.contains(&Event::ContractEnded { contract_id: id, role: Role::Consumer }), "{step:?}");
+    w.apply(Who::Consumer(0), step);
+
+    // The provider was down: at restore the units are free at once, and
+    // its first tick records the expiry, at that time.
+    w.now = end + 3 * HOUR_MS;
+    w.run(Op::CrashProvider);
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 0);
+    assert_eq!(w.provider.poll_timeout(), Some(0), "the record is due at once");
+    let step = w.provider.tick(w.now);
+    assert_eq!(step.persist, [Record::Expiry { contract_id: id, at_ms: end + 3 * HOUR_MS }]);
+    assert_eq!(step.events, [Event::ContractEnded { contract_id: id, role: Role::Provider }]);
+    w.apply(Who::Provider, step);
+
+    // Once: later ticks and restarts on both sides add nothing.
+    for _ in 0..2 {
+        w.now += HOUR_MS;
+        w.run(Op::CrashProvider);
+        w.run(Op::CrashConsumer(0));
+        w.tick();
+    }
+    assert_eq!(expiries(&w.provider_log), [(id, end + 3 * HOUR_MS)]);
+    assert_eq!(expiries(&w.consumer_logs[0]), [(id, end)]);
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 0);
+    assert_eq!(w.consumers[0].active_contracts().count(), 0);
+    // An ended contract cannot be terminated any more.
+    assert!(w.consumers[0].terminate(w.now, &mut w.rng, id, TerminationReason::CustomerRequest).is_none());
+
+    // The units are sold again.
+    w.run(Op::Start { consumer: 0, units: 2, flexible: false });
+    w.settle();
+    assert_eq!(w.placed, 2);
+    assert_eq!(w.provider.usage(OFFER).unwrap().committed, 2);
+    w.check_safety();
 }

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod events;
+pub mod netns;
+
 /// Directory holding the built `fulcrumd` and `fulcrumctl`. Building them
 /// here keeps `cargo test -p fulcrum-e2e` working on its own.
 pub fn bin_dir() -> &'static Path {
@@ -81,6 +84,10 @@ pub struct Daemon {
     pub metrics_port: u16,
     /// Listen on QUIC instead of TCP.
     pub quic: bool,
+    /// The address it listens on (loopback unless it runs on a test host).
+    pub host: String,
+    /// The network namespace it runs in (see [`netns`]); none: this one.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -122,6 +129,8 @@ impl Daemon {
             extra_env: env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             metrics_port,
             quic: env.iter().any(|(k, v)| *k == "QUIC" && *v == "1"),
+            host: "127.0.0.1".into(),
+            netns: None,
             child: None,
         }
     }
@@ -138,9 +147,9 @@ impl Daemon {
 
     fn listen(&self) -> String {
         if self.quic {
-            format!("/ip4/127.0.0.1/udp/{}/quic-v1", self.port)
+            format!("/ip4/{}/udp/{}/quic-v1", self.host, self.port)
         } else {
-            format!("/ip4/127.0.0.1/tcp/{}", self.port)
+            format!("/ip4/{}/tcp/{}", self.host, self.port)
         }
     }
 
@@ -151,7 +160,15 @@ impl Daemon {
     /// Starts the process and waits until its admin API answers.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
-        let mut cmd = Command::new(fulcrumd());
+        // `ip netns exec` execs the daemon, so the child is the daemon itself.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(fulcrumd());
+                cmd
+            }
+            None => Command::new(fulcrumd()),
+        };
         cmd.arg("run")
             .arg("--data-dir")
             .arg(&self.dir)

@@ -1,7 +1,10 @@
 //! The admin gRPC service inside the daemon. Reads of contracts go straight
 //! to the index; everything that touches live state is a command to the
 //! event loop, answered on a oneshot, so the loop stays the only writer.
+//! The same service answers on the Unix socket (its mode is the access
+//! check) and, when configured, on loopback TCP behind a bearer token.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -12,14 +15,16 @@ use fulcrum_protocol::ids::{ContractId, PlacementId};
 use fulcrum_protocol::messages::TerminationReason;
 use fulcrum_protocol::placement::PlacementState;
 use futures::Stream;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{BroadcastStream, UnixListenerStream};
+use tokio_stream::wrappers::{BroadcastStream, TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
+use super::token::{AdminToken, RequireToken};
 use crate::daemon::{AdminCommand, Handles, contract_view, now_ms};
 use crate::placement::placement_view;
+use crate::store::backup::write_backup;
 use crate::store::export::write_export;
 
 /// Bytes per chunk of a streamed export.
@@ -270,30 +275,88 @@ impl Admin for AdminService {
 
     async fn audit_export(&self, _: Request<wire::ExportRequest>) -> Result<Response<Self::AuditExportStream>, Status> {
         let snapshot = self.ask(AdminCommand::Export).await?.map_err(failed)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tokio::task::spawn_blocking(move || {
-            let writer = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(EXPORT_CHUNK) };
-            if let Err(e) = write_export(&snapshot, writer) {
-                let _ = tx.blocking_send(Err(Status::internal(format!("export failed: {e:#}"))));
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(stream_file("export", move |writer| write_export(&snapshot, writer).map(drop))))
+    }
+
+    type BackupStream = Pin<Box<dyn Stream<Item = Result<wire::ExportChunk, Status>> + Send>>;
+
+    /// The same snapshot as an export (the log up to a checkpoint signed
+    /// now), as a backup, with the key when asked.
+    async fn backup(&self, req: Request<wire::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let include_key = req.into_inner().include_key;
+        let snapshot = self.ask(AdminCommand::Export).await?.map_err(failed)?;
+        let me = self.handles.me;
+        Ok(Response::new(stream_file("backup", move |writer| {
+            write_backup(&snapshot, me, include_key, writer).map(drop)
+        })))
     }
 }
 
-/// Binds the admin socket (mode 0600) and serves until `shutdown`.
+/// Streams what `write` writes as chunks, from a blocking task (it reads
+/// files); a failure ends the stream with an internal error naming `what`.
+fn stream_file(
+    what: &'static str,
+    write: impl FnOnce(ChunkWriter) -> anyhow::Result<()> + Send + 'static,
+) -> Pin<Box<dyn Stream<Item = Result<wire::ExportChunk, Status>> + Send>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let writer = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(EXPORT_CHUNK) };
+        if let Err(e) = write(writer) {
+            let _ = tx.blocking_send(Err(Status::internal(format!("{what} failed: {e:#}"))));
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Where the admin API is served: always the Unix socket, and optionally a
+/// TCP listener on which every request must carry the bearer token.
+#[derive(Debug)]
+pub struct Endpoints {
+    /// The socket path (bound by [`serve`], mode 0600).
+    pub socket: PathBuf,
+    /// A TCP listener bound by [`bind_tcp`], and the token it requires.
+    pub tcp: Option<(TcpListener, AdminToken)>,
+}
+
+/// Binds the admin socket (mode 0600), serves it and the TCP endpoint if
+/// there is one, until `shutdown`.
 pub async fn serve(
-    socket: PathBuf,
+    endpoints: Endpoints,
     handles: Handles,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Endpoints { socket, tcp } = endpoints;
     let listener = bind(&socket)?;
-    tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(handles)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+    let service = AdminService::new(handles);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let on_socket = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(service.clone()))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), until_stopped(stopped.clone()));
+    let on_tcp = async {
+        let Some((listener, token)) = tcp else { return Ok(()) };
+        tonic::transport::Server::builder()
+            .add_service(AdminServer::with_interceptor(service.clone(), RequireToken::new(&token)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped.clone()))
+            .await
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        Ok::<(), tonic::transport::Error>(())
+    };
+    let served = tokio::try_join!(on_socket, on_tcp, signal);
     let _ = std::fs::remove_file(&socket);
+    served?;
     Ok(())
+}
+
+/// Binds the TCP admin endpoint. Whether the address may be used at all
+/// (loopback, or remote asked for) is the configuration's check.
+pub async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot bind the TCP admin endpoint {addr}: {e}"))
 }
 
 /// Binds a Unix socket readable and writable by the owner only. The data

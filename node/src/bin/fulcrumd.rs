@@ -6,16 +6,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use fulcrum_node::admin::{self, token::AdminToken};
 use fulcrum_node::cli::docs;
 use fulcrum_node::config::{self, DataDirLock, NodeConfig, Overrides};
 use fulcrum_node::daemon::{AdminCommand, Node, Parts, shutdown_signal};
+use fulcrum_node::hooks::HookRunner;
 use fulcrum_node::metrics::{self, Metrics};
 use fulcrum_node::offer_file::load_offer_file;
+use fulcrum_node::store::backup;
+use fulcrum_node::store::checkpoints::CheckpointFile;
 use fulcrum_node::store::index::Index;
 use fulcrum_node::store::log::AgreementLog;
 use fulcrum_proto::v1 as wire;
+use fulcrum_protocol::checkpoint::sign_node_checkpoint;
 use fulcrum_protocol::keys::Identity;
 use fulcrum_protocol::record::Record;
+use fulcrum_protocol::rotation::{KeyChain, KeyRotation, RotationBody, RotationError};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -41,10 +47,40 @@ enum Command {
         #[command(flatten)]
         overrides: Box<Overrides>,
     },
+    /// Recreate a data dir from a backup written by 'fulcrumctl backup' (the dir must be new or empty)
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The data dir to create; refused if it holds anything.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The node's key file, for a backup made without --include-key.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Manage the node's key.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print a shell completion script for fulcrumd.
     Completions(docs::CompletionsArgs),
     /// Print fulcrumd's man page, or write one page per command with --out.
     Man(docs::ManArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Hand the node's identity over to a new key, on a stopped node. Both keys sign a rotation
+    /// record in the log; the old key file is kept as node.key.old-<ms>; the node signs with the
+    /// new key (and has a new peer id) from its next start, and peers follow it when it connects.
+    /// Run it again to finish a rotation that was interrupted.
+    Rotate {
+        /// Config file (default: <data-dir>/node.toml when present).
+        #[arg(long, env = "FULCRUM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Box<Overrides>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +88,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init { data_dir } => init(&data_dir),
         Command::Run { config, overrides } => run(config, *overrides),
+        Command::Restore { from, data_dir, key } => restore(&from, &data_dir, key.as_deref()),
+        Command::Key(KeyCommand::Rotate { config, overrides }) => rotate_key(config, &overrides),
         Command::Completions(a) => {
             docs::completions(Cli::command(), a.shell, &mut std::io::stdout()).or_else(quiet_pipe)
         }
@@ -99,6 +137,116 @@ fn init(data_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `fulcrumd restore`: verifies the backup as an auditor would, then writes
+/// a new data dir from it.
+fn restore(from: &Path, data_dir: &Path, key: Option<&Path>) -> anyhow::Result<()> {
+    let verified = backup::verify_backup(from)?;
+    if let Some(failure) = &verified.report.first_failure {
+        anyhow::bail!("the backup {} does not verify: {failure}; nothing was restored", from.display());
+    }
+    let restored = backup::restore(from, &verified, data_dir, key)?;
+    println!("restored  {}", restored.data_dir.display());
+    println!("node key  {} (from {})", restored.node_key, restored.key_from);
+    println!("log       {} records, {} checkpoints, verified", restored.records, restored.checkpoints);
+    println!("config    {} (a starter: bring back your node.toml)", restored.data_dir.join("node.toml").display());
+    println!(
+        "records the node logged after this backup are not in it; start the node with 'fulcrumd run --data-dir {}'",
+        restored.data_dir.display()
+    );
+    Ok(())
+}
+
+/// `fulcrumd key rotate`: on a stopped node (the data dir lock says so),
+/// signs a rotation with the old and a new key, logs it, signs a checkpoint
+/// with the new key and installs the new key file. Each step is durable
+/// before the next; run again after a crash, it finishes what was started.
+fn rotate_key(config_path: Option<PathBuf>, overrides: &Overrides) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path.as_deref(), overrides)?;
+    let _lock =
+        DataDirLock::acquire(&config.data_dir).context("stop fulcrumd first: the key is rotated on a stopped node")?;
+    let key_path = config.key_path();
+    let next_path = key_path.with_file_name("node.key.next");
+    let old = config::load_key(&key_path)?;
+    let (log, recovered) = AgreementLog::open(&config.log_path())?;
+    let mut rotations = Vec::new();
+    for (i, bytes) in recovered.records.iter().enumerate() {
+        let record = Record::from_cbor(bytes)
+            .with_context(|| format!("agreement log record {i} does not verify; restore the log from a backup"))?;
+        if let Record::Rotation { rotation } = record {
+            rotations.push(rotation);
+        }
+    }
+    let chain = match KeyChain::of_log(old.public(), &rotations) {
+        Ok(chain) => chain,
+        Err(RotationError::NotTheLogKey { log_key, .. }) => {
+            // The rotation record is durable, the new key not installed yet.
+            let next = config::load_key(&next_path).with_context(|| {
+                format!("the log hands the node over to key {log_key}, but node.key is another key and there is no new key to install")
+            })?;
+            anyhow::ensure!(
+                next.public() == log_key,
+                "the log hands the node over to key {log_key}, but {} holds key {}",
+                next_path.display(),
+                next.public()
+            );
+            let at_ms = rotations.last().map_or(0, |r| r.body().at_ms);
+            install_key(&key_path, &next_path, at_ms)?;
+            println!("finished an interrupted rotation: the node's key is now {log_key}");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // A new key left by a rotation that never reached the log was never used.
+    if next_path.exists() {
+        std::fs::remove_file(&next_path).with_context(|| format!("cannot remove {}", next_path.display()))?;
+    }
+    let new = Identity::generate(&mut rand::rngs::OsRng);
+    config::create_key(&next_path, &new)?;
+    backup::sync_dir(&config.data_dir)?;
+    let at_ms = fulcrum_node::daemon::now_ms();
+    let body = RotationBody {
+        federation: config.federation.clone(),
+        old_key: old.public(),
+        new_key: new.public(),
+        at_ms,
+        seq: chain.rotations().len() as u64 + 1,
+        log_size: log.len(),
+        log_root: log.root(),
+    };
+    let rotation = KeyRotation::sign(&old, &new, body)?;
+    log.append_blocking(vec![Record::Rotation { rotation }.to_cbor()?])?;
+    // The new key's first checkpoint covers the rotation: the log verifies
+    // to its end before the node even starts.
+    let (mut checkpoints, _, _) = CheckpointFile::open(&config.checkpoints_path())
+        .with_context(|| format!("cannot open {}", config.checkpoints_path().display()))?;
+    let checkpoint = sign_node_checkpoint(&new, &config.federation, log.len(), log.root())?;
+    checkpoints.append(&checkpoint.to_note())?;
+    checkpoints.sync()?;
+    log.close();
+    install_key(&key_path, &next_path, at_ms)?;
+    let peer = fulcrum_node::net::keypair(&new).map_err(anyhow::Error::msg)?.public().to_peer_id();
+    println!("rotated the node key of {}", config.data_dir.display());
+    println!("old key   {} (kept as node.key.old-{at_ms}, mode 0600: keep it offline, or destroy it)", old.public());
+    println!("new key   {}", new.public());
+    println!("peer id   {peer} (update bootstrap addresses that name the old one)");
+    println!("the node signs with the new key from its next start; peers follow it when it connects");
+    Ok(())
+}
+
+/// Keeps the key in use as `node.key.old-<at_ms>` (a hard link, so
+/// `node.key` is never missing) and renames the new key over `node.key`.
+fn install_key(key_path: &Path, next_path: &Path, at_ms: u64) -> anyhow::Result<()> {
+    let kept = key_path.with_file_name(format!("node.key.old-{at_ms}"));
+    if !kept.exists() {
+        std::fs::hard_link(key_path, &kept)
+            .with_context(|| format!("cannot keep the old key as {}", kept.display()))?;
+    }
+    std::fs::rename(next_path, key_path)
+        .with_context(|| format!("cannot install the new key as {}", key_path.display()))?;
+    let dir = key_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    backup::sync_dir(dir)
+}
+
 fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let config = NodeConfig::load(config_path.as_deref(), &overrides)?;
     let filter = EnvFilter::try_new(&config.log_level).with_context(|| format!("log_level {:?}", config.log_level))?;
@@ -129,7 +277,12 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
     let socket = config.socket_path();
     let socket_path = socket.clone();
     let metrics_addr = config.metrics_socket_addr().context("metrics_listen")?;
+    let admin_tcp = match (config.admin_tcp_addr().context("admin_tcp")?, &config.admin_token_file) {
+        (Some(addr), Some(token_file)) => Some((addr, AdminToken::load(token_file)?)),
+        _ => None,
+    };
     let offers_dir = config.offers_dir.clone();
+    let hooks = (config.hooks.clone(), config.hooks_cursor_path(), config.federation.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         // Taken before anything else: SIGHUP's default action would kill the
@@ -140,6 +293,17 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
             Some(addr) => Some(metrics::bind(addr).await?),
             None => None,
         };
+        let admin_tcp = match admin_tcp {
+            Some((addr, token)) => {
+                let listener = admin::server::bind_tcp(addr).await?;
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(%addr, "the admin API listens beyond loopback: its bearer token is not encrypted");
+                }
+                tracing::info!(%addr, "admin API on TCP (bearer token required)");
+                Some((listener, token))
+            }
+            None => None,
+        };
         let metrics = Metrics::new();
         let (node, handles) = Node::start(Parts {
             config,
@@ -148,10 +312,20 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
             records,
             index,
             metrics: metrics.clone(),
+            transport: fulcrum_node::net::Transport::TcpQuic,
+            observer: None,
         })?;
         let offers = tokio::spawn(manage_offers_dir(offers_dir, handles.commands.clone(), hangup));
+        // The hook runner tails the contract events of the durable log.
+        let (hooks, cursor_path, federation) = hooks;
+        let identity = (handles.me, federation);
+        let wake = handles.events.subscribe();
+        let runner = HookRunner::open(hooks, &cursor_path, handles.index.clone(), metrics.clone(), identity, wake)?;
+        let (stop_hooks, hooks_stopped) = tokio::sync::watch::channel(false);
+        let hooks = tokio::spawn(runner.run(hooks_stopped));
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = tokio::spawn(fulcrum_node::admin::server::serve(socket, handles, async {
+        let endpoints = admin::server::Endpoints { socket, tcp: admin_tcp };
+        let admin = tokio::spawn(admin::server::serve(endpoints, handles, async {
             let _ = admin_stopped.await;
         }));
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -162,6 +336,8 @@ fn run(config_path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()>
         });
         let result = node.run(shutdown_signal()).await;
         offers.abort();
+        let _ = stop_hooks.send(true);
+        let _ = hooks.await;
         let _ = stop_admin.send(());
         let _ = stop_metrics.send(());
         if let Some(server) = metrics_server {

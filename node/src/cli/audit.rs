@@ -1,7 +1,7 @@
 //! `fulcrumctl audit ...`: exports and offline verification of agreement
 //! logs, inclusion proofs of shared contracts, and evidence held.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -10,9 +10,11 @@ use fulcrum_protocol::audit::{AuditReport, verify_export};
 use serde::Serialize;
 
 use super::args::{self, ContractRef};
+use super::backup::save_stream;
 use super::time::format_rfc3339;
 use super::{CliError, Output, answer};
-use crate::admin::client;
+use crate::admin::client::{self, AdminTarget};
+use crate::store::backup::{FORMAT_LINE as BACKUP_FORMAT_LINE, verify_backup};
 
 /// `fulcrumctl audit ...`.
 #[derive(Debug, Subcommand)]
@@ -21,7 +23,7 @@ pub enum AuditCommand {
     /// checkpoint against the Merkle root, consistency between checkpoints
     /// [default: the running node's live log]
     Verify {
-        /// An export file written by 'audit export'
+        /// An export file written by 'audit export' (or a backup written by 'fulcrumctl backup')
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
     },
@@ -74,14 +76,25 @@ pub struct ProveView {
 }
 
 /// Runs an audit command.
-pub async fn run(socket: &Path, out: &Output, command: AuditCommand) -> Result<(), CliError> {
+pub async fn run(socket: &AdminTarget, out: &Output, command: AuditCommand) -> Result<(), CliError> {
     match command {
         AuditCommand::Verify { export: Some(path) } => {
-            let file = std::fs::File::open(&path)
+            let mut file = std::fs::File::open(&path)
                 .map_err(|e| CliError::BadInput(format!("cannot open export {}: {e}", path.display())))?;
-            let report = tokio::task::spawn_blocking(move || verify_export(BufReader::with_capacity(1 << 20, file)))
-                .await
-                .map_err(|e| CliError::Failed(format!("verification stopped: {e}")))?;
+            // A backup holds an export: verified with its length and hash.
+            let mut first = [0u8; BACKUP_FORMAT_LINE.len()];
+            let is_backup = file.read_exact(&mut first).is_ok() && first == BACKUP_FORMAT_LINE.as_bytes();
+            file.seek(io::SeekFrom::Start(0)).map_err(|e| CliError::BadInput(format!("{}: {e}", path.display())))?;
+            let report = tokio::task::spawn_blocking(move || {
+                if is_backup {
+                    verify_backup(&path).map(|verified| verified.report).map_err(|e| format!("{e:#}"))
+                } else {
+                    Ok(verify_export(BufReader::with_capacity(1 << 20, file)))
+                }
+            })
+            .await
+            .map_err(|e| CliError::Failed(format!("verification stopped: {e}")))?
+            .map_err(|e| CliError::Failed(format!("verification failed: {e}")))?;
             show_report(out, &report)
         }
         AuditCommand::Verify { export: None } => {
@@ -187,30 +200,9 @@ fn show_report(out: &Output, report: &AuditReport) -> Result<(), CliError> {
     }
 }
 
-async fn export(socket: &Path, out: &Output, path: &Path) -> Result<(), CliError> {
+async fn export(socket: &AdminTarget, out: &Output, path: &Path) -> Result<(), CliError> {
     let mut stream = answer(client::connect(socket).await?.audit_export(wire::ExportRequest {})).await?;
-    let tmp = path.with_extension("partial");
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| CliError::BadInput(format!("cannot create {}: {e}", tmp.display())))?;
-    let mut bytes = 0u64;
-    let mut head = Vec::new();
-    let written: Result<(), CliError> = async {
-        while let Some(chunk) = stream.message().await? {
-            if head.len() < 4096 {
-                head.extend_from_slice(&chunk.data[..chunk.data.len().min(4096)]);
-            }
-            file.write_all(&chunk.data).map_err(CliError::Output)?;
-            bytes += chunk.data.len() as u64;
-        }
-        file.sync_all().map_err(CliError::Output)?;
-        std::fs::rename(&tmp, path).map_err(CliError::Output)?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let saved = save_stream(&mut stream, path, 0o644).await?;
     #[derive(Serialize)]
     struct Exported {
         path: String,
@@ -218,17 +210,12 @@ async fn export(socket: &Path, out: &Output, path: &Path) -> Result<(), CliError
         records: u64,
         checkpoints: u64,
     }
-    let field = |name: &str| {
-        String::from_utf8_lossy(&head)
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0)
-    };
+    let field = |name: &str| saved.field(name).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     let view = Exported {
         path: path.display().to_string(),
-        bytes,
-        records: field("records "),
-        checkpoints: field("checkpoints "),
+        bytes: saved.bytes,
+        records: field("records"),
+        checkpoints: field("checkpoints"),
     };
     out.show(&view, |v| {
         format!("wrote {} ({} bytes): {} records, {} checkpoints\n", v.path, v.bytes, v.records, v.checkpoints)

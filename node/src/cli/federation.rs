@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use super::time::{now_ms, parse_rfc3339_ms};
 use super::{CliError, EXIT_FAILURE, EXIT_USAGE, Output, args};
+use crate::admin::client::AdminTarget;
 use crate::charter::{
     CertificateRequest, CharterError, FederationFile, RevocationRequest, SignatureFile, Signed, load_any,
     load_certificate, load_certificate_request, load_charter, load_revocation_request, load_signature,
@@ -347,7 +348,7 @@ fn rfc3339(s: &str) -> Result<u64, String> {
 // ---------------------------------------------------------------------------
 
 /// `revoke publish`: the one federation command that talks to the daemon.
-async fn publish_revocation(socket: &Path, out: &Output, file: &Path) -> Result<(), CliError> {
+async fn publish_revocation(socket: &AdminTarget, out: &Output, file: &Path) -> Result<(), CliError> {
     use prost::Message as _;
     let revocation = crate::charter::load_revocation(file).map_err(|e| CliError::BadInput(e.to_string()))?;
     let wire_revocation = fulcrum_proto::v1::Revocation::decode(revocation.encode().as_slice())
@@ -370,7 +371,7 @@ async fn publish_revocation(socket: &Path, out: &Output, file: &Path) -> Result<
 }
 
 /// Runs one federation command. Only `revoke publish` contacts the daemon.
-pub(super) async fn run(command: FederationCommand, socket: &Path, out: &Output) -> Result<(), CliError> {
+pub(super) async fn run(command: FederationCommand, socket: &AdminTarget, out: &Output) -> Result<(), CliError> {
     let report = match command {
         FederationCommand::Revoke(RevokeCommand::Publish { file }) => {
             return publish_revocation(socket, out, &file).await;

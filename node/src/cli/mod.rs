@@ -4,6 +4,7 @@
 
 mod args;
 mod audit;
+mod backup;
 pub mod docs;
 mod federation;
 mod placements;
@@ -18,13 +19,11 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fulcrum_proto::v1 as wire;
-use fulcrum_proto::v1::admin_client::AdminClient;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use self::args::{ContractRef, Start};
 use self::view::{ContractView, EventView, OfferView, PeerView, PlaceView, StatusView};
-use crate::admin::client::{self, ClientError};
+use crate::admin::client::{self, Admin, AdminTarget, ClientError};
 use crate::offer_file::{OfferFileError, load_offer_file};
 
 /// Exit code for a bad command line or input file (checked before the daemon is asked).
@@ -51,6 +50,12 @@ pub struct Cli {
     /// The daemon's admin socket [default: <data-dir>/admin.sock]
     #[arg(long, global = true, env = "FULCRUM_SOCKET", value_name = "PATH", help_heading = GLOBAL)]
     pub socket: Option<PathBuf>,
+    /// The daemon's admin API elsewhere than its socket: tcp://HOST:PORT (its admin_tcp) or unix:PATH
+    #[arg(long, global = true, env = "FULCRUM_ADMIN", value_name = "URL", help_heading = GLOBAL)]
+    pub admin: Option<String>,
+    /// File holding the admin token, for --admin tcp://... (mode 0600)
+    #[arg(long, global = true, env = "FULCRUM_ADMIN_TOKEN_FILE", value_name = "FILE", help_heading = GLOBAL)]
+    pub token_file: Option<PathBuf>,
     /// The daemon's data directory, where its admin socket is
     #[arg(
         long,
@@ -90,6 +95,8 @@ pub enum Command {
     /// Export and verify agreement logs, prove shared contracts, list evidence
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Write a consistent, verified backup of the node (restore it with 'fulcrumd restore')
+    Backup(backup::BackupArgs),
     /// Charter and offline authority workflow: keys, member certificates, revocations (no daemon needed)
     #[command(subcommand)]
     Federation(federation::FederationCommand),
@@ -254,35 +261,46 @@ pub enum ContractsCommand {
     Watch,
 }
 
-/// A parsed command line with the socket resolved.
+/// A parsed command line with the admin endpoint resolved.
 #[derive(Debug)]
 pub struct Invocation {
-    /// The admin socket to connect to.
-    pub socket: PathBuf,
+    /// Where the daemon's admin API is.
+    pub admin: AdminTarget,
     /// `--json`.
     pub json: bool,
     /// The command.
     pub command: Command,
 }
 
-/// Parses the command line. Precedence for the socket: `--socket`, then
-/// `--data-dir`, then `FULCRUM_SOCKET`, then `FULCRUM_DATA_DIR`, then
-/// `./fulcrum-data`: a flag typed now beats an environment set long ago.
+/// Parses the command line. Precedence for the admin endpoint: `--admin`,
+/// then `--socket`, then `--data-dir`, then `FULCRUM_ADMIN`, then
+/// `FULCRUM_SOCKET`, then `FULCRUM_DATA_DIR`, then `./fulcrum-data`: a flag
+/// typed now beats an environment set long ago.
 pub fn parse_args<I, T>(args: I) -> Result<Invocation, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
     let from_command_line = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    let socket = match cli.socket {
+    let socket = |socket: Option<PathBuf>| match socket {
         Some(socket) if from_command_line("socket") => socket,
         _ if from_command_line("data_dir") => cli.data_dir.join(SOCKET_NAME),
         Some(socket) if !socket.as_os_str().is_empty() => socket,
         _ => cli.data_dir.join(SOCKET_NAME),
     };
-    Ok(Invocation { socket, json: cli.json, command: cli.command })
+    let admin_given = from_command_line("admin")
+        || (cli.admin.as_ref().is_some_and(|a| !a.is_empty())
+            && !from_command_line("socket")
+            && !from_command_line("data_dir"));
+    let admin = match cli.admin.as_deref() {
+        Some(url) if admin_given => AdminTarget::parse(url, cli.token_file.clone())
+            .map_err(|e| command.error(clap::error::ErrorKind::ValueValidation, format!("--admin: {e}")))?,
+        _ => AdminTarget::Socket(socket(cli.socket.clone())),
+    };
+    Ok(Invocation { admin, json: cli.json, command: cli.command })
 }
 
 /// Condenses clap's multi-paragraph report into one line and points at the
@@ -379,7 +397,7 @@ fn status_line(status: &tonic::Status) -> String {
 /// Runs one command. Local input (files, values) is checked before the
 /// daemon is contacted, so a bad file is reported even with no daemon.
 pub async fn run(inv: Invocation) -> Result<(), CliError> {
-    let Invocation { socket, json, command } = inv;
+    let Invocation { admin: socket, json, command } = inv;
     let out = Output { json };
     match command {
         Command::Status => {
@@ -443,6 +461,7 @@ pub async fn run(inv: Invocation) -> Result<(), CliError> {
         Command::Contracts(ContractsCommand::Watch) => watch(&socket, &out).await,
         Command::Placements(command) => placements::run(&socket, &out, command).await,
         Command::Audit(command) => audit::run(&socket, &out, command).await,
+        Command::Backup(args) => backup::run(&socket, &out, args).await,
         Command::Federation(command) => federation::run(command, &socket, &out).await,
         Command::Completions(a) => docs::completions(Cli::command(), a.shell, &mut io::stdout()).or_else(broken_pipe),
         Command::Man(a) => man(a),
@@ -481,7 +500,7 @@ fn eur(micros: u64) -> wire::Price {
     wire::Price { currency: "EUR".to_owned(), micros }
 }
 
-async fn place(socket: &std::path::Path, out: &Output, a: PlaceArgs) -> Result<(), CliError> {
+async fn place(socket: &AdminTarget, out: &Output, a: PlaceArgs) -> Result<(), CliError> {
     let spread = match a.spread {
         SpreadArg::None => wire::Spread::None,
         SpreadArg::Providers => wire::Spread::Providers,
@@ -537,7 +556,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// Turns a unique prefix into the full id by asking for every contract.
-async fn resolve(client: &mut AdminClient<Channel>, id: ContractRef) -> Result<Vec<u8>, CliError> {
+async fn resolve(client: &mut Admin, id: ContractRef) -> Result<Vec<u8>, CliError> {
     let prefix = match id {
         ContractRef::Id(id) => return Ok(id),
         ContractRef::Prefix(prefix) => prefix,
@@ -555,7 +574,7 @@ async fn resolve(client: &mut AdminClient<Channel>, id: ContractRef) -> Result<V
     }
 }
 
-async fn watch(socket: &std::path::Path, out: &Output) -> Result<(), CliError> {
+async fn watch(socket: &AdminTarget, out: &Output) -> Result<(), CliError> {
     let mut stream = answer(client::connect(socket).await?.watch_contracts(wire::WatchContractsRequest {})).await?;
     while let Some(event) = stream.message().await? {
         let view = EventView::from(event);

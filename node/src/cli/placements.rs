@@ -2,16 +2,12 @@
 //! each as its latest record in the log says, and terminating all of a
 //! placement's contracts at once.
 
-use std::path::Path;
-
 use clap::{Subcommand, ValueEnum};
 use fulcrum_proto::v1 as wire;
-use fulcrum_proto::v1::admin_client::AdminClient;
-use tonic::transport::Channel;
 
 use super::view::PlacementView;
 use super::{CliError, Output, ReasonArg, answer, render};
-use crate::admin::client;
+use crate::admin::client::{self, Admin, AdminTarget};
 
 /// `fulcrumctl placements ...`.
 #[derive(Debug, Subcommand)]
@@ -59,7 +55,7 @@ fn placement_ref(s: &str) -> Result<PlacementRef, String> {
 }
 
 /// Runs one `placements` command.
-pub(super) async fn run(socket: &Path, out: &Output, command: PlacementsCommand) -> Result<(), CliError> {
+pub(super) async fn run(socket: &AdminTarget, out: &Output, command: PlacementsCommand) -> Result<(), CliError> {
     let mut c = client::connect(socket).await?;
     match command {
         PlacementsCommand::List => {
@@ -91,7 +87,7 @@ pub(super) async fn run(socket: &Path, out: &Output, command: PlacementsCommand)
 }
 
 /// Turns a unique prefix into the full id by asking for every placement.
-async fn resolve(client: &mut AdminClient<Channel>, id: PlacementRef) -> Result<Vec<u8>, CliError> {
+async fn resolve(client: &mut Admin, id: PlacementRef) -> Result<Vec<u8>, CliError> {
     let prefix = match id {
         PlacementRef::Id(id) => return Ok(id),
         PlacementRef::Prefix(prefix) => prefix,

@@ -3,6 +3,7 @@
 //! environment, then the file, then defaults); the data dir, its lock and the
 //! node's key file.
 
+mod hooks;
 mod keyfile;
 
 use std::fs::{self, File, OpenOptions};
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 use crate::offer_file::parse_duration_ms;
 
+pub use hooks::HooksConfig;
 pub use keyfile::{KeyFileError, create_key, load_key};
 
 /// Why the configuration could not be used.
@@ -101,6 +103,16 @@ pub struct NodeConfig {
     pub log_level: String,
     /// Admin socket path; default `<data_dir>/admin.sock`.
     pub admin_socket: Option<PathBuf>,
+    /// Also serve the admin API on this TCP address (e.g. `127.0.0.1:7400`),
+    /// every request checked against the bearer token in `admin_token_file`;
+    /// empty (the default) serves it on the Unix socket only.
+    pub admin_tcp: String,
+    /// The file holding the admin API's bearer token (mode 0600 or stricter).
+    pub admin_token_file: Option<PathBuf>,
+    /// Allow `admin_tcp` on an address other than loopback. The token then
+    /// crosses a network in clear text: only behind a tunnel or a proxy that
+    /// adds TLS.
+    pub admin_tcp_allow_remote: bool,
     /// The federation's charter (`federation.toml`); none is an open
     /// federation named `federation`, for development.
     pub charter: Option<PathBuf>,
@@ -112,6 +124,9 @@ pub struct NodeConfig {
     /// A directory of offer files (`*.toml`) published at start and again on
     /// SIGHUP; none publishes nothing by itself.
     pub offers_dir: Option<PathBuf>,
+    /// Commands run when a contract becomes active, is terminated or
+    /// expires (`[hooks]`; set in the file only, since a command is a list).
+    pub hooks: HooksConfig,
 }
 
 impl Default for NodeConfig {
@@ -135,10 +150,14 @@ impl Default for NodeConfig {
             log_format: "human".into(),
             log_level: "info".into(),
             admin_socket: None,
+            admin_tcp: String::new(),
+            admin_token_file: None,
+            admin_tcp_allow_remote: false,
             charter: None,
             certificate: None,
             metrics_listen: "127.0.0.1:9464".into(),
             offers_dir: None,
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -201,6 +220,15 @@ pub struct Overrides {
     /// Admin socket path.
     #[arg(long, env = "FULCRUM_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
+    /// Also serve the admin API on this loopback TCP address, e.g. 127.0.0.1:7400 ("" disables it).
+    #[arg(long, env = "FULCRUM_ADMIN_TCP")]
+    pub admin_tcp: Option<String>,
+    /// File holding the bearer token of the TCP admin API (mode 0600).
+    #[arg(long, env = "FULCRUM_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Allow admin_tcp on a non-loopback address (the token crosses the network in clear text).
+    #[arg(long, env = "FULCRUM_ADMIN_TCP_ALLOW_REMOTE")]
+    pub admin_tcp_allow_remote: Option<bool>,
     /// The federation's charter file (federation.toml).
     #[arg(long, env = "FULCRUM_CHARTER")]
     pub charter: Option<PathBuf>,
@@ -258,9 +286,12 @@ impl NodeConfig {
             audit_interval,
             audit_grace
         );
-        set!(metrics_listen);
+        set!(metrics_listen, admin_tcp, admin_tcp_allow_remote);
         if o.admin_socket.is_some() {
             self.admin_socket = o.admin_socket.clone();
+        }
+        if o.admin_token_file.is_some() {
+            self.admin_token_file = o.admin_token_file.clone();
         }
         if o.charter.is_some() {
             self.charter = o.charter.clone();
@@ -311,6 +342,7 @@ impl NodeConfig {
                 return invalid("listen/bootstrap", format!("{a:?} is not a multiaddr"));
             }
         }
+        self.hooks.validate()?;
         if self.checkpoint_records == 0 {
             return invalid("checkpoint_records", "must be more than zero".into());
         }
@@ -326,7 +358,47 @@ impl NodeConfig {
                 ),
             );
         }
+        self.validate_admin_tcp()
+    }
+
+    /// The TCP admin endpoint: an address with a port, a token file, and
+    /// loopback unless remote access is asked for in so many words.
+    fn validate_admin_tcp(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid { field: "admin_tcp", message });
+        let addr = match self.admin_tcp_addr() {
+            Ok(Some(addr)) => addr,
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                return invalid(format!(
+                    "{:?} is not an address with a port such as 127.0.0.1:7400 (\"\" disables it)",
+                    self.admin_tcp
+                ));
+            }
+        };
+        if self.admin_token_file.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "admin_token_file",
+                message: format!(
+                    "admin_tcp = {:?} needs a bearer token: create one with 'umask 077; openssl rand -hex 32 > \
+                     admin.token' and set admin_token_file to its path",
+                    self.admin_tcp
+                ),
+            });
+        }
+        if !addr.ip().is_loopback() && !self.admin_tcp_allow_remote {
+            return invalid(format!(
+                "{addr} is not a loopback address: the admin API controls the node and its token would cross the \
+                 network in clear text; use 127.0.0.1 or [::1] (or set admin_tcp_allow_remote = true behind a \
+                 tunnel or a TLS proxy)"
+            ));
+        }
         Ok(())
+    }
+
+    /// The TCP admin endpoint's address, `None` when it is off.
+    pub fn admin_tcp_addr(&self) -> Result<Option<std::net::SocketAddr>, std::net::AddrParseError> {
+        let addr = self.admin_tcp.trim();
+        if addr.is_empty() { Ok(None) } else { addr.parse().map(Some) }
     }
 
     /// A duration field in ms (validated by [`NodeConfig::validate`]).
@@ -363,6 +435,12 @@ impl NodeConfig {
     /// The sled index path.
     pub fn index_path(&self) -> PathBuf {
         self.data_dir.join("index")
+    }
+
+    /// The hook runner's cursor: the log index of the first contract event
+    /// whose hook has not succeeded yet.
+    pub fn hooks_cursor_path(&self) -> PathBuf {
+        self.data_dir.join("hooks.cursor")
     }
 }
 
@@ -450,6 +528,14 @@ log_level = "info"
 # Admin socket (default: <data_dir>/admin.sock).
 # admin_socket = "/run/fulcrum/admin.sock"
 
+# The admin API on loopback TCP as well, for tools that cannot reach the
+# socket (a container, another user): every request must carry the bearer
+# token in admin_token_file (mode 0600; 'umask 077; openssl rand -hex 32 >
+# admin.token'). Only loopback addresses are accepted unless
+# admin_tcp_allow_remote = true (the token is not encrypted on the wire).
+# admin_tcp = "127.0.0.1:7400"
+# admin_token_file = "/etc/fulcrum/admin.token"
+
 # Membership: the federation's charter and this node's certificate. Without a
 # charter the federation is open (development only); with a closed charter the
 # node needs a certificate signed by k of its authorities (see
@@ -467,6 +553,20 @@ metrics_listen = "127.0.0.1:9464"
 # (`systemctl reload fulcrumd`); unchanged offers are left alone. Removing a
 # file does not withdraw its offer: use `fulcrumctl offers withdraw`.
 # offers_dir = "/etc/fulcrum/offers"
+
+# Provisioning hooks: a command (program and arguments, no shell) run with the
+# contract as JSON on stdin when a contract becomes active, is terminated or
+# expires, one event at a time in log order. A failing or timed-out hook is
+# retried (1 s, doubling up to retry_max_backoff) until it succeeds, without
+# ever holding up negotiation; a hook may see an event again after a crash,
+# so it should do nothing for an event_id it has handled. See
+# configs/hooks/provision.sh.
+# [hooks]
+# on_active = ["/etc/fulcrum/hooks/provision.sh"]
+# on_terminated = ["/etc/fulcrum/hooks/provision.sh"]
+# on_expired = ["/etc/fulcrum/hooks/provision.sh"]
+# timeout = "30s"
+# retry_max_backoff = "5m"
 "#,
         data_dir.display()
     )
@@ -522,6 +622,38 @@ mod tests {
         c.apply(&Overrides { metrics_listen: Some(String::new()), ..Overrides::default() });
         assert_eq!(c.metrics_socket_addr().unwrap(), None);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn admin_tcp_needs_a_token_file_and_loopback_unless_remote_is_asked_for() {
+        let base = NodeConfig { admin_token_file: Some("/etc/fulcrum/admin.token".into()), ..NodeConfig::default() };
+        let with = |addr: &str, token: bool, remote: bool| NodeConfig {
+            admin_tcp: addr.into(),
+            admin_token_file: if token { base.admin_token_file.clone() } else { None },
+            admin_tcp_allow_remote: remote,
+            ..NodeConfig::default()
+        };
+        assert_eq!(NodeConfig::default().admin_tcp_addr().unwrap(), None, "off by default");
+        for ok in [with("127.0.0.1:7400", true, false), with("[::1]:7400", true, false), with("", false, false)] {
+            ok.validate().unwrap();
+        }
+        with("0.0.0.0:7400", true, true).validate().unwrap();
+        for (config, word) in [
+            (with("127.0.0.1:7400", false, false), "admin_token_file"),
+            (with("0.0.0.0:7400", true, false), "not a loopback address"),
+            (with("10.1.2.3:7400", true, false), "not a loopback address"),
+            (with("localhost", true, false), "admin_tcp"),
+        ] {
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(word), "{:?}: {message}", config.admin_tcp);
+        }
+        let mut c = NodeConfig::default();
+        c.apply(&Overrides {
+            admin_tcp: Some("127.0.0.1:7400".into()),
+            admin_token_file: Some("/t".into()),
+            ..Overrides::default()
+        });
+        assert_eq!((c.admin_tcp.as_str(), c.admin_token_file.as_deref()), ("127.0.0.1:7400", Some(Path::new("/t"))));
     }
 
     #[test]

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use fulcrum_protocol::keys::{Identity, PublicKey};
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, TopicHash, ValidationMode};
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Boxed;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{PeerId, StreamProtocol, connection_limits, identify, identity, kad, request_response};
+use libp2p::{PeerId, StreamProtocol, Swarm, connection_limits, identify, identity, kad, request_response};
 use sha2::{Digest, Sha256};
 
 pub use codec::BytesCodec;
@@ -76,6 +78,60 @@ pub fn offers_topic(federation: &str) -> IdentTopic {
 /// The gossip topic of a federation's checkpoints and evidence.
 pub fn audit_topic(federation: &str) -> IdentTopic {
     IdentTopic::new(format!("fulcrum/{federation}/audit/1"))
+}
+
+/// How a node's swarm reaches its peers.
+#[derive(Default)]
+pub enum Transport {
+    /// TCP and QUIC, with Noise and Yamux over TCP: what `fulcrumd` runs.
+    #[default]
+    TcpQuic,
+    /// A transport built by the caller that yields authenticated, multiplexed
+    /// connections: the simulator's in-memory links.
+    Custom(Boxed<(PeerId, StreamMuxerBox)>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::TcpQuic => "TcpQuic",
+            Transport::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// Builds the swarm of a node: the behaviour over `transport`.
+pub fn swarm(
+    key: identity::Keypair,
+    transport: Transport,
+    max_peers: u32,
+    topics: &[TopicHash],
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let idle = Duration::from_secs(120);
+    let make =
+        |key: &identity::Keypair| behaviour(key, max_peers, topics).map_err(Box::<dyn std::error::Error + Send + Sync>::from);
+    Ok(match transport {
+        Transport::TcpQuic => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )?
+            .with_quic()
+            .with_behaviour(make)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Transport::Custom(transport) => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|_| transport)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_behaviour(make)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    })
 }
 
 /// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:

@@ -191,6 +191,9 @@ pub struct Consumer {
     by_request: HashMap<RequestId, NegotiationId>,
     contracts: HashMap<ContractId, (SignedContract, Lifecycle)>,
     terminations: TerminationOutbox,
+    /// Contracts found ended at restore whose expiry the log does not hold
+    /// yet: the next tick records them.
+    unrecorded_ends: Vec<ContractId>,
 }
 
 impl Consumer {
@@ -204,11 +207,14 @@ impl Consumer {
             by_request: HashMap::new(),
             contracts: HashMap::new(),
             terminations: TerminationOutbox::default(),
+            unrecorded_ends: Vec::new(),
         }
     }
 
     /// Rebuilds from the log. Pending contracts with no outcome become
-    /// negotiations that ask the provider for their status at the next tick.
+    /// negotiations that ask the provider for their status at the next tick;
+    /// contracts whose end passed while the node was down end, and the next
+    /// tick records their expiry.
     pub fn restore<'a>(
         identity: Identity,
         federation: &str,
@@ -216,18 +222,32 @@ impl Consumer {
         records: impl IntoIterator<Item = &'a Record>,
         now_ms: u64,
     ) -> Consumer {
+        Consumer::restore_with_keys(identity, &[], federation, limits, records, now_ms)
+    }
+
+    /// [`Consumer::restore`] for a node that rotated its key away from
+    /// `previous`: the contracts those keys bought stay this consumer's.
+    pub fn restore_with_keys<'a>(
+        identity: Identity,
+        previous: &[PublicKey],
+        federation: &str,
+        limits: Limits,
+        records: impl IntoIterator<Item = &'a Record>,
+        now_ms: u64,
+    ) -> Consumer {
         let mut c = Consumer::new(identity, federation, limits);
         let me = c.identity.public();
+        let mine = |key: &PublicKey| *key == me || previous.contains(key);
         let mut pending: HashMap<ContractId, SignedContract> = HashMap::new();
         for record in records {
             match record {
-                Record::Pending { contract } if contract.terms().consumer == me => {
+                Record::Pending { contract } if mine(&contract.terms().consumer) => {
                     pending.insert(contract.id(), contract.clone());
                 }
                 Record::Abandoned { contract_id } => {
                     pending.remove(contract_id);
                 }
-                Record::Contract { contract } if contract.terms().consumer == me => {
+                Record::Contract { contract } if mine(&contract.terms().consumer) => {
                     pending.remove(&contract.id());
                     c.contracts.insert(contract.id(), (contract.clone(), Lifecycle::Active));
                 }
@@ -235,20 +255,25 @@ impl Consumer {
                     if let Some((contract, state)) = c.contracts.get_mut(contract_id) {
                         *state = Lifecycle::Terminated;
                         // Our own termination may never have reached the provider.
-                        if envelope.signer() == me {
+                        if mine(&envelope.signer()) {
                             let t = contract.terms();
                             c.terminations.restore(envelope, t.provider, t.end_ms, &c.limits);
                         }
                     }
                 }
+                Record::Expiry { contract_id, .. } => {
+                    if let Some((_, state)) = c.contracts.get_mut(contract_id)
+                        && *state == Lifecycle::Active
+                    {
+                        *state = Lifecycle::Ended;
+                    }
+                }
                 _ => {}
             }
         }
-        for (_, (contract, state)) in c.contracts.iter_mut() {
-            if *state == Lifecycle::Active && contract.terms().end_ms <= now_ms {
-                *state = Lifecycle::Ended;
-            }
-        }
+        // Contracts whose end passed while the node was down end here; the
+        // next tick records their expiry.
+        c.unrecorded_ends = c.end_due_contracts(now_ms);
         for (_, contract) in pending {
             let t = contract.terms();
             let terms = PlaceTerms {
@@ -824,10 +849,14 @@ impl Consumer {
                 Phase::Releasing { hold_until_ms, sent_at_ms, .. } => (sent_at_ms + timeout).min(*hold_until_ms),
                 Phase::Committing { sent_at_ms, attempts, .. } => sent_at_ms + self.status_backoff(*attempts),
             })
+            .chain(self.contracts.values().filter(|(_, s)| *s == Lifecycle::Active).map(|(c, _)| c.terms().end_ms))
+            .chain((!self.unrecorded_ends.is_empty()).then_some(0))
             .min()
     }
 
-    /// Retries, reconciles and gives up on what is due.
+    /// Retries, reconciles and gives up on what is due; ends contracts whose
+    /// end time has passed, each with one [`Record::Expiry`] to persist and
+    /// an [`Event::ContractEnded`].
     pub fn tick<R: RngCore + ?Sized>(&mut self, now_ms: u64, rng: &mut R) -> Step {
         let mut step = Step::default();
         let timeout = self.limits.reply_timeout_ms;
@@ -897,8 +926,32 @@ impl Consumer {
                 _ => {}
             }
         }
+        let mut ended = std::mem::take(&mut self.unrecorded_ends);
+        ended.extend(self.end_due_contracts(now_ms));
+        for contract_id in ended {
+            step.persist.push(Record::Expiry { contract_id, at_ms: now_ms });
+            step.events.push(Event::ContractEnded { contract_id, role: Role::Consumer });
+        }
         step.send.extend(self.terminations.due(now_ms, &self.limits));
         step
+    }
+
+    /// Ends the active contracts whose end time has passed; returns them in
+    /// the order they ended, for their expiry records.
+    fn end_due_contracts(&mut self, now_ms: u64) -> Vec<ContractId> {
+        let mut due: Vec<(u64, ContractId)> = self
+            .contracts
+            .iter()
+            .filter(|(_, (c, state))| *state == Lifecycle::Active && c.terms().end_ms <= now_ms)
+            .map(|(id, (c, _))| (c.terms().end_ms, *id))
+            .collect();
+        due.sort_unstable();
+        for (_, id) in &due {
+            if let Some((_, state)) = self.contracts.get_mut(id) {
+                *state = Lifecycle::Ended;
+            }
+        }
+        due.into_iter().map(|(_, id)| id).collect()
     }
 
     /// How long to wait before asking a silent provider again: the reply

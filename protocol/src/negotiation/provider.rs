@@ -62,6 +62,9 @@ pub struct Provider {
     contract_by_hold: HashMap<HoldId, ContractId>,
     terminations: TerminationOutbox,
     accepting: bool,
+    /// Contracts found ended at restore whose expiry the log does not hold
+    /// yet: the next tick records them.
+    unrecorded_ends: Vec<ContractId>,
 }
 
 impl Provider {
@@ -80,11 +83,14 @@ impl Provider {
             contract_by_hold: HashMap::new(),
             terminations: TerminationOutbox::default(),
             accepting: true,
+            unrecorded_ends: Vec::new(),
         }
     }
 
     /// Rebuilds the durable state from the log (in log order). Holds are not
     /// in the log: a crash releases them, which can only free capacity.
+    /// Contracts whose end passed while the node was down end here, freeing
+    /// their units; the next [`Provider::tick`] records their expiry.
     pub fn restore<'a>(
         identity: Identity,
         federation: &str,
@@ -92,8 +98,24 @@ impl Provider {
         records: impl IntoIterator<Item = &'a Record>,
         now_ms: u64,
     ) -> Provider {
+        Provider::restore_with_keys(identity, &[], federation, limits, records, now_ms)
+    }
+
+    /// [`Provider::restore`] for a node that rotated its key away from
+    /// `previous`: the contracts those keys made stay this provider's (their
+    /// units stay committed, their terminations are still answered), while
+    /// their offers are retired with them and not restored.
+    pub fn restore_with_keys<'a>(
+        identity: Identity,
+        previous: &[PublicKey],
+        federation: &str,
+        limits: Limits,
+        records: impl IntoIterator<Item = &'a Record>,
+        now_ms: u64,
+    ) -> Provider {
         let mut p = Provider::new(identity, federation, limits);
         let me = p.identity.public();
+        let mine = |key: &PublicKey| *key == me || previous.contains(key);
         for record in records {
             match record {
                 Record::Offer { envelope } if envelope.signer() == me => {
@@ -101,7 +123,7 @@ impl Provider {
                         p.install_offer(signed);
                     }
                 }
-                Record::Contract { contract } if contract.terms().provider == me => {
+                Record::Contract { contract } if mine(&contract.terms().provider) => {
                     let id = contract.id();
                     if p.contracts.contains_key(&id) {
                         continue;
@@ -113,7 +135,7 @@ impl Provider {
                 Record::Termination { contract_id, envelope } => {
                     p.finish(*contract_id, Lifecycle::Terminated);
                     // Our own termination may never have reached the consumer.
-                    if envelope.signer() == me
+                    if mine(&envelope.signer())
                         && let Some(held) = p.contracts.get(contract_id)
                     {
                         let t = held.contract.terms();
@@ -121,11 +143,15 @@ impl Provider {
                         p.terminations.restore(envelope, to, end_ms, &p.limits);
                     }
                 }
+                Record::Expiry { contract_id, .. } => {
+                    p.finish(*contract_id, Lifecycle::Ended);
+                }
                 _ => {}
             }
         }
-        // Contracts whose end passed while the node was down.
-        p.end_due_contracts(now_ms);
+        // Contracts whose end passed while the node was down: their units
+        // are free now, and the next tick records their expiry.
+        p.unrecorded_ends = p.end_due_contracts(now_ms);
         p
     }
 
@@ -212,10 +238,12 @@ impl Provider {
     pub fn poll_timeout(&self) -> Option<u64> {
         let holds = self.holds.values().map(|h| h.hold_until_ms);
         let ends = self.contracts.values().filter(|h| h.state == Lifecycle::Active).map(|h| h.contract.terms().end_ms);
-        holds.chain(ends).min()
+        let unrecorded = (!self.unrecorded_ends.is_empty()).then_some(0);
+        holds.chain(ends).chain(unrecorded).min()
     }
 
-    /// Expires holds and ends contracts that are due.
+    /// Expires holds and ends contracts that are due: each ended contract
+    /// gets one [`Record::Expiry`] to persist and an [`Event::ContractEnded`].
     pub fn tick(&mut self, now_ms: u64) -> Step {
         let mut step = Step::default();
         let due: Vec<HoldId> =
@@ -224,22 +252,27 @@ impl Provider {
             self.drop_hold(hold_id);
             step.events.push(Event::HoldEnded { hold_id, how: HoldEnd::Expired });
         }
-        step.events.extend(self.end_due_contracts(now_ms));
+        let mut ended = std::mem::take(&mut self.unrecorded_ends);
+        ended.extend(self.end_due_contracts(now_ms));
+        for contract_id in ended {
+            step.persist.push(Record::Expiry { contract_id, at_ms: now_ms });
+            step.events.push(Event::ContractEnded { contract_id, role: Role::Provider });
+        }
         step.send.extend(self.terminations.due(now_ms, &self.limits));
         step
     }
 
-    fn end_due_contracts(&mut self, now_ms: u64) -> Vec<Event> {
-        let due: Vec<ContractId> = self
+    /// Ends the active contracts whose end time has passed, freeing their
+    /// units; returns them in the order they ended, for their expiry records.
+    fn end_due_contracts(&mut self, now_ms: u64) -> Vec<ContractId> {
+        let mut due: Vec<(u64, ContractId)> = self
             .contracts
             .iter()
             .filter(|(_, h)| h.state == Lifecycle::Active && h.contract.terms().end_ms <= now_ms)
-            .map(|(id, _)| *id)
+            .map(|(id, h)| (h.contract.terms().end_ms, *id))
             .collect();
-        due.into_iter()
-            .filter(|id| self.finish(*id, Lifecycle::Ended))
-            .map(|contract_id| Event::ContractEnded { contract_id, role: Role::Provider })
-            .collect()
+        due.sort_unstable();
+        due.into_iter().map(|(_, id)| id).filter(|id| self.finish(*id, Lifecycle::Ended)).collect()
     }
 
     /// Moves an active contract to a final state and frees its units.
