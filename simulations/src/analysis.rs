@@ -105,6 +105,7 @@ pub fn analyse(s: &Scenario, o: &Outcome) -> (Report, Charts) {
         },
         duration_s: o.plan.duration_ms as f64 / 1000.0,
         wall_time_s: o.wall.as_secs_f64(),
+        startup_s: o.startup_ms as f64 / 1000.0,
         warmup_s: o.warmup_ms as f64 / 1000.0,
         link: LinkSummary {
             latency_ms: s.link.latency.0,
@@ -132,8 +133,7 @@ pub fn analyse(s: &Scenario, o: &Outcome) -> (Report, Charts) {
 
 fn propagation(s: &Scenario, o: &Outcome, honest: &[usize]) -> (Propagation, Vec<f64>) {
     let horizon = o.end_us;
-    let in_partition =
-        |at: u64| o.partitions.iter().any(|(start, heal)| *start <= at && heal.is_none_or(|h| at < h));
+    let in_partition = |at: u64| o.partitions.iter().any(|(start, heal)| *start <= at && heal.is_none_or(|h| at < h));
     let (mut versions, mut expected, mut reached, mut excluded) = (0usize, 0usize, 0usize, 0usize);
     let mut samples = Vec::new();
     let mut sizes = Vec::new();
@@ -175,7 +175,14 @@ fn propagation(s: &Scenario, o: &Outcome, honest: &[usize]) -> (Propagation, Vec
             reached_fraction: if expected == 0 { 1.0 } else { reached as f64 / expected as f64 },
             latency: latency_stats,
             excluded_during_partition: excluded,
-            hop_bound: HopBound { nodes, mesh_degree: degree, hops, link_latency_ms: latency, bound_ms, p99_over_bound },
+            hop_bound: HopBound {
+                nodes,
+                mesh_degree: degree,
+                hops,
+                link_latency_ms: latency,
+                bound_ms,
+                p99_over_bound,
+            },
         },
         samples,
     )
@@ -324,7 +331,8 @@ fn negotiation(s: &Scenario, o: &Outcome, charts: &mut Charts) -> (Negotiation, 
     let total = placed + not_placed + failed;
     let window_s = (o.plan.duration_ms.saturating_sub(s.workload.start.0)) as f64 / 1000.0;
     let seconds = (o.plan.duration_ms / 1000) as i64 + 1;
-    charts.contracts_per_second = (0..seconds).map(|t| (t as f64, f64::from(*per_second.get(&t).unwrap_or(&0)))).collect();
+    charts.contracts_per_second =
+        (0..seconds).map(|t| (t as f64, f64::from(*per_second.get(&t).unwrap_or(&0)))).collect();
     let in_logs: HashSet<ContractId> = o
         .nodes
         .iter()
@@ -455,8 +463,7 @@ fn safety(o: &Outcome) -> Safety {
             }
         }
     }
-    let node_failures =
-        o.nodes.iter().filter_map(|n| n.failure.as_ref().map(|f| format!("{}: {f}", n.name))).collect();
+    let node_failures = o.nodes.iter().filter_map(|n| n.failure.as_ref().map(|f| format!("{}: {f}", n.name))).collect();
     Safety {
         oversells: details.len(),
         oversell_details: details,

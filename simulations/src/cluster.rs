@@ -174,6 +174,22 @@ impl Cluster {
         self.down(i, result.ok());
     }
 
+    /// Stops nodes cleanly, all at once (each takes a moment to flush).
+    pub async fn stop_all(&mut self, nodes: &[usize]) {
+        let mut stopping = Vec::new();
+        for &i in nodes {
+            if let Some(running) = self.nodes[i].running.take() {
+                let _ = running.stop.send(());
+                stopping.push((i, running.task));
+            }
+        }
+        let results =
+            futures::future::join_all(stopping.into_iter().map(|(i, task)| async move { (i, task.await) })).await;
+        for (i, result) in results {
+            self.down(i, result.ok());
+        }
+    }
+
     fn down(&mut self, i: usize, result: Option<anyhow::Result<()>>) {
         let now = self.recorder.now_us();
         let node = &mut self.nodes[i];

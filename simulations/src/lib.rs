@@ -60,7 +60,13 @@ pub fn list(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Result<Scenario, scenari
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    Ok(files.into_iter().map(|p| { let s = Scenario::load(&p); (p, s) }).collect())
+    Ok(files
+        .into_iter()
+        .map(|p| {
+            let s = Scenario::load(&p);
+            (p, s)
+        })
+        .collect())
 }
 
 /// A scenario given as a path, or as the name of a shipped one.

@@ -18,7 +18,9 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::memory::Channel;
-use libp2p::core::transport::{Boxed, DialOpts, ListenerId, MemoryTransport, Transport, TransportError, TransportEvent};
+use libp2p::core::transport::{
+    Boxed, DialOpts, ListenerId, MemoryTransport, Transport, TransportError, TransportEvent,
+};
 use libp2p::core::upgrade::Version;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, identity, noise, yamux};
@@ -217,7 +219,11 @@ impl Network {
 
     /// The transport of `node`: memory channels with the link model, then
     /// Noise and Yamux as over TCP.
-    pub fn transport(self: &Arc<Self>, node: usize, key: &identity::Keypair) -> io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    pub fn transport(
+        self: &Arc<Self>,
+        node: usize,
+        key: &identity::Keypair,
+    ) -> io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
         let net = Arc::clone(self);
         let noise = noise::Config::new(key).map_err(io::Error::other)?;
         Ok(Releasing::default()
@@ -231,7 +237,12 @@ impl Network {
 
     /// Both ends learn who is at the other end (the dialer says, in a first
     /// message of the link layer), then wrap the channel in the link model.
-    async fn open(self: Arc<Self>, me: usize, mut channel: Channel<Vec<u8>>, endpoint: ConnectedPoint) -> io::Result<Link> {
+    async fn open(
+        self: Arc<Self>,
+        me: usize,
+        mut channel: Channel<Vec<u8>>,
+        endpoint: ConnectedPoint,
+    ) -> io::Result<Link> {
         let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "partitioned");
         let remote = match &endpoint {
             ConnectedPoint::Dialer { address, .. } => {
@@ -300,10 +311,7 @@ impl Transport for Releasing {
         self.inner.dial(addr, opts)
     }
 
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
         Pin::new(&mut self.get_mut().inner).poll(cx)
     }
 }

@@ -31,7 +31,7 @@ enum Command {
         #[arg(long)]
         work_dir: Option<PathBuf>,
         /// Node log filter, written to <out>/nodes.log.
-        #[arg(long, default_value = "warn")]
+        #[arg(long, default_value = "warn,fulcrum_sim=info,yamux=error")]
         log_level: String,
         /// No progress bar.
         #[arg(long)]
@@ -80,9 +80,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let seed_used = seed.unwrap_or(scenario.seed);
             let out = out.unwrap_or_else(|| PathBuf::from(format!("sim-reports/{}-{seed_used}", scenario.name)));
             std::fs::create_dir_all(&out)?;
-            let filter = EnvFilter::try_new(&log_level).map_err(|e| anyhow::anyhow!("--log-level {log_level:?}: {e}"))?;
+            let filter =
+                EnvFilter::try_new(&log_level).map_err(|e| anyhow::anyhow!("--log-level {log_level:?}: {e}"))?;
             let log = std::fs::File::create(out.join("nodes.log"))?;
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(log)).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(log))
+                .init();
             use std::io::IsTerminal;
             let options = RunOptions { seed, progress: !quiet && std::io::stderr().is_terminal(), work_dir };
             eprintln!(
@@ -112,7 +117,10 @@ fn print_summary(r: &fulcrum_sim::Report) {
         );
     }
     if let Some(s) = &r.late_joiners.sync {
-        println!("late joiners       sync p50 {:.0} ms  max {:.0} ms (largest book {})", s.p50_ms, s.max_ms, r.late_joiners.largest_book);
+        println!(
+            "late joiners       sync p50 {:.0} ms  max {:.0} ms (largest book {})",
+            s.p50_ms, s.max_ms, r.late_joiners.largest_book
+        );
     }
     for c in &r.convergence {
         match c.converged_ms {

@@ -234,7 +234,8 @@ pub struct Plan {
 /// A random stream of its own per concern, so that (say) adding a fault
 /// does not change the workload drawn with the same seed.
 fn stream(seed: u64, label: &str) -> ChaCha20Rng {
-    let digest = Sha256::new().chain_update(b"fulcrum-sim/").chain_update(label).chain_update(seed.to_le_bytes()).finalize();
+    let digest =
+        Sha256::new().chain_update(b"fulcrum-sim/").chain_update(label).chain_update(seed.to_le_bytes()).finalize();
     let mut bytes = [0u8; 32];
     bytes.copy_from_slice(&digest);
     ChaCha20Rng::from_seed(bytes)
@@ -433,9 +434,9 @@ impl Plan {
         }
         // First offers, spread over `publish_over`.
         let mut published_at = vec![u64::MAX; b.nodes.len()];
-        for p in 0..s.nodes.providers as usize {
+        for (p, slot) in published_at.iter_mut().enumerate().take(s.nodes.providers as usize) {
             let at = if s.offers.publish_over.0 == 0 { 0 } else { b.layout.gen_range(0..s.offers.publish_over.0) };
-            published_at[p] = at;
+            *slot = at;
             events.push(Event { at_ms: at, action: Action::Publish { provider: p } });
         }
 
@@ -453,7 +454,12 @@ impl Plan {
                 FaultSpec::Kill { count, role, restart_after, graceful, .. } => push(
                     &mut queue,
                     at,
-                    Intent::Kill { count: *count, role: *role, restart_after: restart_after.map(|d| d.0), graceful: *graceful },
+                    Intent::Kill {
+                        count: *count,
+                        role: *role,
+                        restart_after: restart_after.map(|d| d.0),
+                        graceful: *graceful,
+                    },
                 ),
                 FaultSpec::Partition { heal_after, groups, .. } => {
                     push(&mut queue, at, Intent::Partition { fractions: groups.clone(), heal_after: heal_after.0 })

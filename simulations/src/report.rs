@@ -334,6 +334,8 @@ pub struct Report {
     pub duration_s: f64,
     /// Wall time of the run, s.
     pub wall_time_s: f64,
+    /// Time to start the nodes up from the start, s.
+    pub startup_s: f64,
     /// Time for the mesh to form, s.
     pub warmup_s: f64,
     /// Link model.
@@ -414,22 +416,27 @@ impl Report {
         let _ = writeln!(
             o,
             "Seed {}, {} providers and {} consumers at the start, {} joined later, at most {} up at once{}. \
-             Timeline {:.0} s after a {:.1} s warm-up; wall time {:.1} s. Links: {} ms one-way ({}, jitter {} ms), \
-             loss {}, bandwidth {}.\n",
+             Nodes started in {:.1} s, meshes formed in {:.1} s more, then a timeline of {:.0} s; wall time {:.1} s. \
+             Links: {} ms one-way ({}, jitter {} ms), loss {}, bandwidth {}.\n",
             self.seed,
             n.providers,
             n.consumers,
             n.joined_later,
             n.max_up,
             if n.byzantine_peer { ", plus one Byzantine peer" } else { "" },
-            self.duration_s,
+            self.startup_s,
             self.warmup_s,
+            self.duration_s,
             self.wall_time_s,
             self.link.latency_ms,
             self.link.distribution,
             self.link.jitter_ms,
             self.link.loss,
-            if self.link.bandwidth_mbps == 0 { "unlimited".into() } else { format!("{} Mbit/s", self.link.bandwidth_mbps) },
+            if self.link.bandwidth_mbps == 0 {
+                "unlimited".into()
+            } else {
+                format!("{} Mbit/s", self.link.bandwidth_mbps)
+            },
         );
         let _ = writeln!(o, "## Targets\n\n| target | measured | met |\n|---|---|---|");
         for t in &self.targets {
@@ -464,7 +471,10 @@ impl Report {
         let l = &self.late_joiners;
         if !l.joiners.is_empty() {
             let _ = writeln!(o, "\n## Late joiners\n\nSync time p50 / p95 / p99, ms: {}\n", ms(&l.sync));
-            let _ = writeln!(o, "| node | role | joined at, s | offers to sync | synced | time to all, ms |\n|---|---|---|---|---|---|");
+            let _ = writeln!(
+                o,
+                "| node | role | joined at, s | offers to sync | synced | time to all, ms |\n|---|---|---|---|---|---|"
+            );
             for j in l.joiners.iter().take(50) {
                 let t = j.sync_ms.map_or_else(|| "not all".into(), |v| format!("{v:.0}"));
                 let _ = writeln!(
@@ -528,13 +538,17 @@ impl Report {
                 let _ = writeln!(o, "- {count} x {why}");
             }
         }
-        let _ = writeln!(o, "\n![negotiation latency](negotiation_latency.svg)\n\n![contracts per second](contracts_per_second.svg)");
+        let _ = writeln!(
+            o,
+            "\n![negotiation latency](negotiation_latency.svg)\n\n![contracts per second](contracts_per_second.svg)"
+        );
 
         let s = &self.safety;
         let b = &self.byzantine;
         let _ = writeln!(o, "\n## Safety\n\n| | |\n|---|---|");
         let _ = writeln!(o, "| oversells | {} |", s.oversells);
-        let _ = writeln!(o, "| consumer contracts missing from the provider's log | {} |", s.contracts_missing_at_provider);
+        let _ =
+            writeln!(o, "| consumer contracts missing from the provider's log | {} |", s.contracts_missing_at_provider);
         let _ = writeln!(
             o,
             "| logs verified offline | {} ok, {} failed, {} rewritten logs failed as injected |",
@@ -558,7 +572,11 @@ impl Report {
             );
         }
         for d in &b.detections {
-            let _ = writeln!(o, "| evidence against {} | held by {} of {} nodes up at the end |", d.node, d.holders, d.live_nodes);
+            let _ = writeln!(
+                o,
+                "| evidence against {} | held by {} of {} nodes up at the end |",
+                d.node, d.holders, d.live_nodes
+            );
         }
         if let Some(f) = &b.flood {
             let share = |x: Option<f64>| x.map_or_else(|| "n/a".into(), pct);
@@ -577,7 +595,9 @@ impl Report {
                 share(f.honest_success_outside)
             );
         }
-        for line in s.oversell_details.iter().chain(&s.log_failures).chain(&s.unreadable_logs).chain(&s.node_failures).take(40) {
+        for line in
+            s.oversell_details.iter().chain(&s.log_failures).chain(&s.unreadable_logs).chain(&s.node_failures).take(40)
+        {
             let _ = writeln!(o, "\n- {line}");
         }
 

@@ -123,6 +123,8 @@ pub struct Outcome {
     pub t0_us: u64,
     /// End of the timeline and the drain: where measurement stops.
     pub end_us: u64,
+    /// Time to start the nodes up from the start.
+    pub startup_ms: u64,
     /// Time for the mesh to form before the timeline.
     pub warmup_ms: u64,
     /// Wall time of the whole run.
@@ -182,6 +184,8 @@ struct Live {
     not_placed: AtomicU64,
     contracts: AtomicU64,
     faults: AtomicU64,
+    /// Placements asked and not answered yet.
+    in_flight: AtomicUsize,
 }
 
 /// Memory ports are process-wide: each run takes a range of its own.
@@ -248,8 +252,7 @@ impl Simulation<'_> {
         let net = Network::new(plan.seed, LinkModel::from_spec(&scenario.link), total);
         let mut offers = Vec::new();
         let mut offer_keys = Vec::new();
-        let keys: Vec<PublicKey> =
-            plan.nodes.iter().map(|n| Identity::from_secret_bytes(&n.secret).public()).collect();
+        let keys: Vec<PublicKey> = plan.nodes.iter().map(|n| Identity::from_secret_bytes(&n.secret).public()).collect();
         for n in &plan.nodes {
             for (k, o) in n.offers.iter().enumerate() {
                 offers.push((n.index, k));
@@ -258,8 +261,14 @@ impl Simulation<'_> {
         }
         let recorder = Recorder::new(epoch, offer_keys, &keys);
         let first_port = NEXT_PORT.fetch_add(total as u64 + 16, Ordering::Relaxed);
-        let cluster =
-            Cluster::new(&plan.nodes, &work, first_port, Arc::clone(&net), Arc::clone(&recorder), scenario.node.clone())?;
+        let cluster = Cluster::new(
+            &plan.nodes,
+            &work,
+            first_port,
+            Arc::clone(&net),
+            Arc::clone(&recorder),
+            scenario.node.clone(),
+        )?;
         let (requests, mut requests_rx) = mpsc::unbounded_channel();
         let mut sim = Simulation {
             scenario,
@@ -284,8 +293,10 @@ impl Simulation<'_> {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sampler = tokio::spawn(sample_memory(epoch, Arc::clone(&samples)));
 
-        bar.set_message("starting nodes");
-        let initial: Vec<(usize, Vec<usize>)> = sim.plan.initial_nodes().map(|n| (n.index, n.bootstrap.clone())).collect();
+        phase(&bar, "starting nodes");
+        let starting = Instant::now();
+        let initial: Vec<(usize, Vec<usize>)> =
+            sim.plan.initial_nodes().map(|n| (n.index, n.bootstrap.clone())).collect();
         for (k, (i, bootstrap)) in initial.iter().enumerate() {
             sim.cluster.start(*i, bootstrap).with_context(|| format!("cannot start node {i}"))?;
             if k % 50 == 49 {
@@ -295,13 +306,15 @@ impl Simulation<'_> {
             }
         }
         sim.count_up();
-        bar.set_message("waiting for the mesh");
+        let startup_ms = starting.elapsed().as_millis() as u64;
+        phase(&bar, "waiting for the mesh");
         let warmup_ms = sim.warm_up().await;
         sim.start_attacker(first_port + total as u64 - 1)?;
 
         // The timeline.
         let t0 = Instant::now();
         let t0_us = sim.recorder.at_us(t0);
+        tracing::info!(startup_ms, warmup_ms, "timeline starts");
         let ticker = tokio::spawn(tick_progress(
             bar.clone(),
             t0,
@@ -329,23 +342,26 @@ impl Simulation<'_> {
         }
         sim.plan.events = events;
         // Let what is in flight land: placements up to their deadline, gossip.
-        bar.set_message("draining");
+        phase(&bar, "draining");
         let drain = Instant::now() + Duration::from_millis(sim.scenario.drain.0);
         let deadline = Instant::now() + Duration::from_millis(sim.place_deadline_ms() + 10_000);
-        while !sim.tasks.is_empty() && Instant::now() < deadline {
+        let mut check = tokio::time::interval(Duration::from_millis(100));
+        while Instant::now() < drain.max(deadline) {
+            if sim.live.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= drain {
+                break;
+            }
             tokio::select! {
-                _ = sim.tasks.join_next() => {}
+                _ = check.tick() => {}
+                Some(_) = sim.tasks.join_next(), if !sim.tasks.is_empty() => {}
                 Some(request) = requests_rx.recv() => sim.on_request(request),
-                () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        tokio::time::sleep_until(drain).await;
         sim.tasks.abort_all();
         ticker.abort();
         let end_us = sim.recorder.now_us();
         sim.cluster.reap();
 
-        bar.set_message("collecting logs");
+        phase(&bar, "collecting logs");
         let mut outcome = sim.collect(t0_us, end_us, warmup_ms, &bar).await?;
         sampler.abort();
         outcome.host.baseline_kib = baseline_kib;
@@ -354,6 +370,7 @@ impl Simulation<'_> {
         outcome.host.load = (load_before, host::load_average());
         outcome.host.cpus = std::thread::available_parallelism().map_or(1, usize::from);
         outcome.wall = started.elapsed();
+        outcome.startup_ms = startup_ms;
         bar.finish_and_clear();
         drop(temp);
         Ok(outcome)
@@ -449,10 +466,13 @@ impl Simulation<'_> {
             Action::Publish { provider } => self.publish_all(*provider),
             Action::Republish { provider, offer, price_micros } => {
                 let node = &self.cluster.nodes[*provider];
-                if let (Some(h), Some(site), Some(o)) = (node.handles(), &node.plan.site, node.plan.offers.get(*offer)) {
+                if let (Some(h), Some(site), Some(o)) = (node.handles(), &node.plan.site, node.plan.offers.get(*offer))
+                {
                     let (h, terms) = (h.clone(), offer_terms(site, o, *price_micros));
                     self.tasks.spawn(async move {
-                        if let Err(e) = ask(&h, |tx| AdminCommand::Publish(terms, 0, tx)).await.and_then(|r| r.map(drop)) {
+                        if let Err(e) =
+                            ask(&h, |tx| AdminCommand::Publish(terms, 0, tx)).await.and_then(|r| r.map(drop))
+                        {
                             tracing::warn!(error = %e, "re-publishing an offer failed");
                         }
                     });
@@ -500,7 +520,12 @@ impl Simulation<'_> {
             }
             Action::Link { model } => {
                 self.net.set_model(LinkModel::from_spec(model));
-                self.mark(format!("link {} ±{} loss {}", String::from(model.latency), String::from(model.jitter), model.loss));
+                self.mark(format!(
+                    "link {} ±{} loss {}",
+                    String::from(model.latency),
+                    String::from(model.jitter),
+                    model.loss
+                ));
             }
             Action::ForgeOffers { count, victims } => {
                 let victims = victims.iter().filter_map(|v| self.target(*v)).collect();
@@ -603,6 +628,7 @@ impl Simulation<'_> {
         let (consumer, release) = (spec.consumer, spec.release_after_ms);
         let (placements, live, recorder, requests) =
             (Arc::clone(&self.placements), Arc::clone(&self.live), Arc::clone(&self.recorder), self.requests.clone());
+        self.live.in_flight.fetch_add(1, Ordering::Relaxed);
         self.tasks.spawn(async move {
             let sent = Instant::now();
             let answer = ask(&h, |tx| AdminCommand::Place(request, tx)).await;
@@ -633,6 +659,7 @@ impl Simulation<'_> {
             if let Ok(mut p) = placements.lock() {
                 p.push(Placement { at_us: recorder.at_us(sent), latency_us, consumer, outcome });
             }
+            live.in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Some(after) = release
                 && !ids.is_empty()
             {
@@ -703,13 +730,11 @@ impl Simulation<'_> {
                 refusals: stats.refusals.lock().map(|r| r.clone()).unwrap_or_default(),
             }
         });
-        bar.set_message("stopping nodes");
-        for i in &up {
-            self.cluster.stop(*i).await;
-        }
+        phase(bar, "stopping nodes");
+        self.cluster.stop_all(&up).await;
         // Nodes down at the end come up once more, alone, to export their logs.
-        for i in 0..n {
-            if audits[i].is_some() || self.cluster.nodes[i].up.is_empty() {
+        for (i, slot) in audits.iter_mut().enumerate() {
+            if slot.is_some() || self.cluster.nodes[i].up.is_empty() {
                 continue;
             }
             let out = exports.join(format!("{}.export", self.cluster.nodes[i].plan.name));
@@ -728,9 +753,9 @@ impl Simulation<'_> {
                 }
                 Err(e) => Err(format!("{e:#}")),
             };
-            audits[i] = Some(audit);
+            *slot = Some(audit);
         }
-        bar.set_message("reading logs");
+        phase(bar, "reading logs");
         let mut nodes = Vec::with_capacity(n);
         let mut arrivals = Vec::with_capacity(n);
         for (i, node) in self.cluster.nodes.iter().enumerate() {
@@ -738,9 +763,10 @@ impl Simulation<'_> {
             let records = if node.up.is_empty() { Ok(Vec::new()) } else { read_records(&config.log_path()) };
             let r = &self.recorder.nodes[i];
             let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            let traffic = self.net.traffic(i).map_or([0; 4], |t| {
-                [get(&t.bytes_in), get(&t.bytes_out), get(&t.frames_in), get(&t.frames_out)]
-            });
+            let traffic = self
+                .net
+                .traffic(i)
+                .map_or([0; 4], |t| [get(&t.bytes_in), get(&t.bytes_out), get(&t.frames_in), get(&t.frames_out)]);
             nodes.push(NodeOutcome {
                 name: node.plan.name.clone(),
                 role: node.plan.role,
@@ -769,6 +795,7 @@ impl Simulation<'_> {
             plan: self.plan.clone(),
             t0_us,
             end_us,
+            startup_ms: 0,
             warmup_ms,
             wall: Duration::ZERO,
             nodes,
@@ -785,6 +812,12 @@ impl Simulation<'_> {
             connections: self.net.connections(),
         })
     }
+}
+
+/// Shows what the run is doing, on the bar and in the log.
+fn phase(bar: &ProgressBar, what: &str) {
+    tracing::info!("{what}");
+    bar.set_message(what.to_owned());
 }
 
 fn names(plan: &Plan, nodes: &[usize]) -> String {
@@ -807,7 +840,7 @@ async fn tick_progress(bar: ProgressBar, t0: Instant, duration_ms: u64, live: Ar
         let elapsed = t0.elapsed().as_millis() as u64;
         bar.set_position(elapsed.min(duration_ms));
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        bar.set_message(format!(
+        let message = format!(
             "t={:.1}s nodes up {} | offers delivered {} | placed {} failed {} | contracts {} | faults {}",
             elapsed as f64 / 1000.0,
             live.up.load(Ordering::Relaxed),
@@ -816,7 +849,12 @@ async fn tick_progress(bar: ProgressBar, t0: Instant, duration_ms: u64, live: Ar
             get(&live.not_placed),
             get(&live.contracts),
             get(&live.faults),
-        ));
+        );
+        // Every ten seconds in the log too, for runs without a terminal.
+        if elapsed % 10_000 < 250 {
+            tracing::info!("{message}");
+        }
+        bar.set_message(message);
     }
 }
 

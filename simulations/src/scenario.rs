@@ -55,7 +55,7 @@ impl TryFrom<String> for Dur {
 
 impl From<Dur> for String {
     fn from(d: Dur) -> String {
-        if d.0 % 1000 == 0 || d.0 > 60_000 { format_duration_ms(d.0) } else { format!("{}ms", d.0) }
+        if d.0.is_multiple_of(1000) || d.0 > 60_000 { format_duration_ms(d.0) } else { format!("{}ms", d.0) }
     }
 }
 
@@ -663,7 +663,11 @@ impl Scenario {
             path: path.to_owned(),
             message: e.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
         })?;
-        scenario.validate().map_err(|(field, message)| ScenarioError::Invalid { path: path.to_owned(), field, message })?;
+        scenario.validate().map_err(|(field, message)| ScenarioError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        })?;
         Ok(scenario)
     }
 
@@ -773,7 +777,10 @@ impl Scenario {
             }
             for (i, c) in g.countries.iter().enumerate() {
                 if Country::parse(c).is_none() {
-                    return bad(format!("site_generator.countries[{i}]"), format!("{c:?} is not a two-letter country code"));
+                    return bad(
+                        format!("site_generator.countries[{i}]"),
+                        format!("{c:?} is not a two-letter country code"),
+                    );
                 }
             }
             if !(1..=64).contains(&g.regions_per_country) || !(1..=64).contains(&g.datacenters_per_region) {
@@ -928,7 +935,7 @@ impl Scenario {
                     return bad("heal_after", "must be more than 0".into());
                 }
                 let sum: f64 = groups.iter().sum();
-                if groups.len() < 2 || groups.iter().any(|g| !(*g > 0.0)) || (sum - 1.0).abs() > 1e-6 {
+                if groups.len() < 2 || groups.iter().any(|g| g.is_nan() || *g <= 0.0) || (sum - 1.0).abs() > 1e-6 {
                     return bad("groups", "at least two fractions, each more than 0, summing to 1".into());
                 }
                 Ok(0)

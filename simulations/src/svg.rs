@@ -158,7 +158,8 @@ impl Chart {
         while t <= x1 + xs * 1e-9 {
             let x = sx(t);
             let _ = writeln!(o, r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/>"##, TOP + ph);
-            let _ = writeln!(o, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, TOP + ph + 16.0, label(t));
+            let _ =
+                writeln!(o, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, TOP + ph + 16.0, label(t));
             t += xs;
         }
         let ys = tick_step(y1 - y0, 6.0);
@@ -166,13 +167,12 @@ impl Chart {
         while t <= y1 + ys * 1e-9 {
             let y = sy(t);
             let _ = writeln!(o, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/>"##, LEFT + pw);
-            let _ = writeln!(o, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, label(t));
+            let _ =
+                writeln!(o, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, label(t));
             t += ys;
         }
-        let _ = writeln!(
-            o,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{pw:.1}" height="{ph:.1}" fill="none" stroke="#444"/>"##
-        );
+        let _ =
+            writeln!(o, r##"<rect x="{LEFT}" y="{TOP}" width="{pw:.1}" height="{ph:.1}" fill="none" stroke="#444"/>"##);
         let _ = writeln!(
             o,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,

@@ -78,17 +78,21 @@ fn adding_a_fault_leaves_the_nodes_and_offers_alone() {
     assert!(!with_fault.faults.is_empty());
     let (a, b) = (Plan::generate(&s, 5), Plan::generate(&with_fault, 5));
     assert_eq!(a.nodes, b.nodes);
-    let publish = |p: &Plan| p.events.iter().filter(|e| matches!(e.action, Action::Publish { .. })).cloned().collect::<Vec<_>>();
+    let publish =
+        |p: &Plan| p.events.iter().filter(|e| matches!(e.action, Action::Publish { .. })).cloned().collect::<Vec<_>>();
     assert_eq!(publish(&a), publish(&b));
 }
 
 #[test]
 fn every_shipped_scenario_is_valid() {
     let found = fulcrum_sim::list(&shipped()).unwrap();
-    let names: Vec<String> = found.iter().map(|(p, s)| match s {
-        Ok(s) => s.name.clone(),
-        Err(e) => panic!("{}: {e}", p.display()),
-    }).collect();
+    let names: Vec<String> = found
+        .iter()
+        .map(|(p, s)| match s {
+            Ok(s) => s.name.clone(),
+            Err(e) => panic!("{}: {e}", p.display()),
+        })
+        .collect();
     for want in ["quickstart", "regional-100", "continental-1000", "partition-heal", "churn", "byzantine"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
@@ -118,13 +122,29 @@ fn bad_scenarios_are_refused_with_the_field_named() {
         ("countries = [[], [\"DE\"], [\"DE\", \"FR\"]]", "countries = [[\"XX1\"]]", "workload.countries[0]"),
         ("hold_ttl = \"10s\"", "hold_ttl = \"0s\"", "node"),
         ("", "[[faults]]\nkind = \"explode\"\nat = \"1s\"", "unknown variant `explode`"),
-        ("", "[[faults]]\nkind = \"kill\"\nat = \"1s\"\ncount = 1\nrestrat_after = \"1s\"", "unknown field `restrat_after`"),
+        (
+            "",
+            "[[faults]]\nkind = \"kill\"\nat = \"1s\"\ncount = 1\nrestrat_after = \"1s\"",
+            "unknown field `restrat_after`",
+        ),
         ("", "[[faults]]\nkind = \"kill\"\nat = \"9s\"\ncount = 1", "faults[0].at"),
         ("", "[[faults]]\nkind = \"kill\"\nat = \"1s\"\ncount = 5", "faults[0].count"),
-        ("", "[[faults]]\nkind = \"partition\"\nat = \"1s\"\nheal_after = \"2s\"\ngroups = [0.5, 0.2]", "faults[0].groups"),
-        ("", "[[faults]]\nkind = \"churn\"\nat = \"2s\"\nuntil = \"1s\"\nleave_per_sec = 1.0\njoin_per_sec = 1.0", "faults[0].until"),
+        (
+            "",
+            "[[faults]]\nkind = \"partition\"\nat = \"1s\"\nheal_after = \"2s\"\ngroups = [0.5, 0.2]",
+            "faults[0].groups",
+        ),
+        (
+            "",
+            "[[faults]]\nkind = \"churn\"\nat = \"2s\"\nuntil = \"1s\"\nleave_per_sec = 1.0\njoin_per_sec = 1.0",
+            "faults[0].until",
+        ),
         ("", "[[faults]]\nkind = \"link\"\nat = \"1s\"\nloss = 0.7", "faults[0].loss"),
-        ("", "[[faults]]\nkind = \"flood-proposals\"\nat = \"1s\"\nduration = \"20s\"\nrate_per_sec = 10.0", "faults[0].duration"),
+        (
+            "",
+            "[[faults]]\nkind = \"flood-proposals\"\nat = \"1s\"\nduration = \"20s\"\nrate_per_sec = 10.0",
+            "faults[0].duration",
+        ),
     ];
     for (replace, with, field) in cases {
         let err = variant(replace, with).expect_err(with).to_string();

@@ -1,10 +1,11 @@
 //! Load on one real provider: 300 peers (lightweight in-process libp2p
 //! clients, each its own key and TCP connection, speaking the real
 //! negotiation protocol with signed Proposes) connect and propose at once,
-//! while another peer floods it with proposals. Every proposal gets an
+//! while two other peers flood it, one with proposals, one with garbage. Every proposal gets an
 //! answer: a Hold or a signed rejection with a named code (never silence);
-//! the flood is answered `RATE_LIMITED` past its burst while every honest
-//! peer is still served, and the provider's memory stays bounded.
+//! the flood is answered `RATE_LIMITED` past its burst, a peer flooding
+//! garbage is refused and disconnected, every honest peer is
+//! still served, and the provider's memory stays bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -197,7 +198,7 @@ fn hundreds_of_peers_and_a_flood_are_all_answered_with_bounded_memory() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
-    let (honest, flood, flood_waves) = rt.block_on(async {
+    let (honest, flood, flood_waves, garbage, garbage_disconnected) = rt.block_on(async {
         let honest_done = Arc::new(AtomicBool::new(false));
         // The flood: waves of proposals, each sent at once, until the honest peers are done.
         let flooder = {
@@ -217,7 +218,26 @@ fn hundreds_of_peers_and_a_flood_are_all_answered_with_bounded_memory() {
                 (outcomes, waves)
             })
         };
-        // Let the flood start, then everyone else at once.
+        // A second flood, of garbage: each answered `MALFORMED` and costing
+        // a strike, until the provider disconnects it.
+        let garbage = {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let (_, mut swarm) = client(u64::MAX - 1);
+                let mut outcomes = Vec::new();
+                for wave in 0..MAX_FLOOD_WAVES {
+                    let junk = (0..FLOOD_WAVE).map(|i| format!("not a signed message {wave}/{i}").into_bytes());
+                    let (s, results) = run(swarm, &target, junk.collect()).await;
+                    swarm = s;
+                    outcomes.extend(results);
+                    if !swarm.is_connected(&target.peer) {
+                        return (outcomes, true);
+                    }
+                }
+                (outcomes, false)
+            })
+        };
+        // Let the floods start, then everyone else at once.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let peers: Vec<_> = (0..HONEST_PEERS as u64)
             .map(|i| {
@@ -235,7 +255,8 @@ fn hundreds_of_peers_and_a_flood_are_all_answered_with_bounded_memory() {
         }
         honest_done.store(true, Ordering::Relaxed);
         let (flood, waves) = flooder.await.unwrap();
-        (honest, flood, waves)
+        let (garbage, disconnected) = garbage.await.unwrap();
+        (honest, flood, waves, garbage, disconnected)
     });
     let elapsed = started.elapsed();
     let (rss_after, rss_peak) = memory_kib(pid);
@@ -243,10 +264,13 @@ fn hundreds_of_peers_and_a_flood_are_all_answered_with_bounded_memory() {
 
     let honest_tally = tally(&honest);
     let flood_tally = tally(&flood);
+    let garbage_tally = tally(&garbage);
     eprintln!(
         "load: {HONEST_PEERS} honest peers {honest_tally:?}; flood of {} proposals in {flood_waves} waves \
-         {flood_tally:?}; {:.1} s; provider RSS {rss_before} KiB before, {rss_after} KiB after, peak {rss_peak} KiB",
+         {flood_tally:?}; garbage flood of {} requests {garbage_tally:?}, disconnected: {garbage_disconnected}; \
+         {:.1} s; provider RSS {rss_before} KiB before, {rss_after} KiB after, peak {rss_peak} KiB",
         flood.len(),
+        garbage.len(),
         elapsed.as_secs_f64()
     );
 
@@ -270,6 +294,13 @@ fn hundreds_of_peers_and_a_flood_are_all_answered_with_bounded_memory() {
     let held = flood_tally.get("held").copied().unwrap_or(0);
     let allowed = BURST as f64 + RATE_PER_SEC as f64 * elapsed.as_secs_f64() + 1.0;
     assert!((held as f64) <= allowed, "the flood got {held} holds, more than its rate allows ({allowed:.0})");
+
+    // Garbage is refused as such (`MALFORMED`, a strike each), and its
+    // sender is cut off; what it sent at once with the request that made it
+    // reach the strike limit goes with the connection.
+    let refused = |o: &String| o == "malformed" || o.contains("Connection was closed");
+    assert!(garbage.iter().all(refused), "garbage: {garbage_tally:?}");
+    assert!(garbage_disconnected, "a peer sending only garbage was never disconnected: {garbage_tally:?}");
 
     // Memory stays bounded: a generous ceiling for 300 connections and a flood.
     let growth_mib = rss_peak.saturating_sub(rss_before) / 1024;

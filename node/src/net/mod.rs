@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fulcrum_protocol::keys::{Identity, PublicKey};
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, TopicHash, ValidationMode};
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId, TopicHash, ValidationMode};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{PeerId, StreamProtocol, Swarm, connection_limits, identify, identity, kad, request_response};
 use sha2::{Digest, Sha256};
@@ -108,8 +108,9 @@ pub fn swarm(
     topics: &[TopicHash],
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let idle = Duration::from_secs(120);
-    let make =
-        |key: &identity::Keypair| behaviour(key, max_peers, topics).map_err(Box::<dyn std::error::Error + Send + Sync>::from);
+    let make = |key: &identity::Keypair| {
+        behaviour(key, max_peers, topics).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+    };
     Ok(match transport {
         Transport::TcpQuic => libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
