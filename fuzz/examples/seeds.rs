@@ -31,6 +31,7 @@ use fulcrum_protocol::messages::{
 use fulcrum_protocol::offer::{Country, Price, Resources};
 use fulcrum_protocol::placement::{PlacementRecord, PlacementState, PlacementTerms};
 use fulcrum_protocol::record::Record;
+use fulcrum_protocol::rotation::{KeyRotation, RotationBody};
 use fulcrum_protocol::witness::{self, Evidence};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
@@ -292,7 +293,32 @@ fn main() -> Result<()> {
         started_at_ms: NOW_MS - 5_000,
         at_ms: NOW_MS,
     };
+    // The provider hands its identity to a new key after its three records.
+    let new_key = Identity::from_secret_bytes(&[13; 32]);
+    let rotation = KeyRotation::sign(
+        p,
+        &new_key,
+        RotationBody {
+            federation: FEDERATION.into(),
+            old_key: p.public(),
+            new_key: new_key.public(),
+            at_ms: NOW_MS,
+            seq: 1,
+            log_size: fx.log.len() as u64,
+            log_root: tree.root(),
+        },
+    )?;
+    corpus.add("wire", "key-rotation", &rotation.encode())?;
+    corpus.add("wire", "key-rotation-body", rotation.body_bytes())?;
+    let gossip_rotation =
+        wire::MembershipGossip { item: Some(wire::membership_gossip::Item::Rotation(rotation.to_wire())) };
+    corpus.add("membership", "gossip-rotation", &gossip_rotation.encode_to_vec())?;
+    corpus.add("wire", "gossip-rotation", &gossip_rotation.encode_to_vec())?;
+    let exchange_rotation = wire::MembershipExchange { rotations: vec![rotation.to_wire()], ..Default::default() };
+    corpus.add("membership", "exchange-rotation", &exchange_rotation.encode_to_vec())?;
     let records = [
+        ("rotation", Record::Rotation { rotation: rotation.clone() }),
+        ("expiry", Record::Expiry { contract_id: contract.id(), at_ms: NOW_MS + 25 * 3_600_000 }),
         ("pending", Record::Pending { contract: pending }),
         ("abandoned", Record::Abandoned { contract_id: contract.id() }),
         ("evidence", Record::Evidence { envelope: evidence }),
@@ -340,6 +366,24 @@ fn main() -> Result<()> {
     }
     corpus.add("export", "provider", &writer.finish()?)?;
     corpus.add("export", "empty", &ExportWriter::new(Vec::new(), header(0, 0))?.finish()?)?;
+    // The provider's log continued after it rotated its key: the rotation
+    // fixes the first three records, the new key signs what follows.
+    let mut rotated_log = fx.log.clone();
+    rotated_log.push(Record::Rotation { rotation: rotation.clone() }.to_cbor()?);
+    rotated_log.push(Record::Expiry { contract_id: contract.id(), at_ms: NOW_MS + 25 * 3_600_000 }.to_cbor()?);
+    let mut rotated_tree = MerkleTree::new();
+    for record in &rotated_log {
+        rotated_tree.push(record);
+    }
+    let after = sign_node_checkpoint(&new_key, FEDERATION, rotated_tree.len(), rotated_tree.root())?;
+    let mut writer = ExportWriter::new(Vec::new(), header(rotated_log.len() as u64, 3))?;
+    for record in &rotated_log {
+        writer.record(record)?;
+    }
+    for cp in fx.checkpoints.iter().chain([&after]) {
+        writer.checkpoint(&cp.to_note())?;
+    }
+    corpus.add("export", "rotated", &writer.finish()?)?;
 
     // Log files: framed records, a torn tail, and a checkpoints file.
     let frame = |out: &mut Vec<u8>, payload: &[u8]| {

@@ -24,6 +24,7 @@ use fulcrum_protocol::merkle::{MerkleTree, leaf_hash};
 use fulcrum_protocol::messages::Message;
 use fulcrum_protocol::offer::{Country, Flavour, Offer, Price, Resources, SignedOffer, Site};
 use fulcrum_protocol::record::Record;
+use fulcrum_protocol::rotation::{KeyChain, KeyRotation, RotationBody};
 use fulcrum_protocol::witness::{self, Evidence, Outcome, Witness};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -202,14 +203,14 @@ pub fn wire(data: &[u8]) {
         ConsistencyProofResponse, ConflictingCheckpoints, InconsistentProof, MissingContract, Evidence,
         // membership.proto
         MemberCertificateBody, AuthoritySignature, MemberCertificate, RevocationBody, Revocation,
-        MembershipExchange, MembershipGossip,
+        KeyRotationBody, KeyRotation, MembershipExchange, MembershipGossip,
         // admin.proto (a local client's requests and the node's answers)
         StatusQuery, NodeStatus, PeersQuery, PeerView, PeerList, PublishOfferRequest, WithdrawOfferRequest,
         OfferView, ListOffersRequest, OfferList, PlaceRequest, PlaceResult, PlannedAllocation, PlacementTerms,
         ListPlacementsRequest, PlacementQuery, PlacementView, PlacementList, TerminatePlacementRequest,
         ListContractsRequest, ContractView, ContractList, ContractQuery, TerminateContractRequest,
         WatchContractsRequest, ContractEvent, EvidenceQuery, EvidenceView, EvidenceList, ProveRequest,
-        ProveResult, ExportRequest, ExportChunk, PublishRevocationRequest, PublishRevocationResult,
+        ProveResult, ExportRequest, ExportChunk, BackupRequest, PublishRevocationRequest, PublishRevocationResult,
     );
 
     if let Some(w) = roundtrip::<wire::Offer>(data)
@@ -237,6 +238,16 @@ pub fn wire(data: &[u8]) {
     if let Ok(revocation) = Revocation::decode(data, &limits) {
         let again = Revocation::decode(&revocation.encode(), &limits).expect("a valid revocation re-encodes");
         assert_eq!(revocation, again, "revocation round trip");
+    }
+    if let Ok(body) = RotationBody::decode(data) {
+        let again = RotationBody::decode(&body.encode()).expect("a valid rotation body re-encodes");
+        assert_eq!(body, again, "rotation body round trip");
+    }
+    if let Ok(rotation) = KeyRotation::decode(data) {
+        let again = KeyRotation::decode(&rotation.encode()).expect("a valid key rotation re-encodes");
+        assert_eq!(rotation, again, "key rotation round trip");
+        let _ = rotation.check_federation(FEDERATION);
+        let _ = KeyChain::of_log(rotation.body().new_key, [&rotation]);
     }
     let _ = witness::decode_request(data);
     if let Some(page) = roundtrip::<wire::OfferSyncResponse>(data) {

@@ -114,7 +114,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = consumer.socket();
     let (latencies, rate, made) = rt.block_on(async move {
-        let mut client = fulcrum_node::admin::client::connect(&fulcrum_node::admin::client::AdminTarget::Socket(socket.clone())).await.unwrap();
+        let mut client =
+            fulcrum_node::admin::client::connect(&fulcrum_node::admin::client::AdminTarget::Socket(socket.clone()))
+                .await
+                .unwrap();
         for _ in 0..50 {
             client.place(place_request()).await.unwrap(); // warm-up
         }

@@ -112,11 +112,8 @@ fn dashboard_queries_only_exported_series(scrape: &str) {
     let mut exprs = Vec::new();
     collect_exprs(&dashboard, &mut exprs);
     assert!(exprs.len() >= 10, "the dashboard has too few queries: {exprs:?}");
-    let exported: std::collections::BTreeSet<&str> = scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .collect();
+    let exported: std::collections::BTreeSet<&str> =
+        scrape.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
     for expr in &exprs {
         for name in series_names(expr) {
             assert!(exported.contains(name.as_str()), "dashboard query `{expr}` uses {name}, which no node exports");

@@ -33,8 +33,11 @@ fn book(d: &Daemon) -> Option<BTreeSet<(String, u64)>> {
     Some(offers.iter().filter_map(|o| Some((o["offer_id"].as_str()?.to_owned(), o["seq"].as_u64()?))).collect())
 }
 
-/// (contract id, state, role, consumer key, provider key) of every contract a node lists.
-fn contracts(d: &Daemon) -> Option<Vec<(String, String, String, String, String)>> {
+/// (contract id, state, role, consumer key, provider key) of a contract.
+type ContractRow = (String, String, String, String, String);
+
+/// Every contract a node lists.
+fn contracts(d: &Daemon) -> Option<Vec<ContractRow>> {
     let list = array(d.ctl_json(&["contracts", "list"]).ok()?, "contracts");
     Some(
         list.iter()
