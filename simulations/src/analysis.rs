@@ -101,6 +101,7 @@ pub fn analyse(s: &Scenario, o: &Outcome) -> (Report, Charts) {
             consumers: s.nodes.consumers,
             joined_later,
             max_up: o.max_up,
+            connections_at_start: o.mesh_connections,
             byzantine_peer: o.plan.attacker.is_some(),
         },
         duration_s: o.plan.duration_ms as f64 / 1000.0,
@@ -273,22 +274,29 @@ fn convergence(o: &Outcome) -> Vec<Convergence> {
     out
 }
 
-/// Groups free-text reasons: numbers and hex become `#`.
+/// Groups free-text reasons: every word with a digit in it (a number, an
+/// id, an offer name) becomes `#`.
 fn reason_key(text: &str) -> String {
     let mut out = String::new();
-    let mut in_token = false;
-    for c in text.chars() {
-        if c.is_ascii_digit() || (in_token && c.is_ascii_hexdigit()) {
-            if !in_token {
-                out.push('#');
-            }
-            in_token = true;
+    let mut word = String::new();
+    let mut flush = |word: &mut String, out: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            out.push('#');
         } else {
-            in_token = false;
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
             out.push(c);
         }
     }
-    let mut out: String = out.chars().take(96).collect();
+    flush(&mut word, &mut out);
+    let mut out: String = out.chars().take(160).collect();
     if out.is_empty() {
         out.push_str("(no reason given)");
     }
@@ -540,6 +548,7 @@ fn traffic(o: &Outcome) -> Traffic {
     let bytes: Vec<f64> = nodes.iter().map(|n| (n.traffic[0] + n.traffic[1]) as f64).collect();
     let frames: Vec<f64> = nodes.iter().map(|n| (n.traffic[2] + n.traffic[3]) as f64).collect();
     let gossip: Vec<f64> = nodes.iter().map(|n| (n.gossip[0] + n.gossip[1] + n.gossip[2]) as f64).collect();
+    let audit: f64 = nodes.iter().map(|n| n.gossip[4] as f64).sum();
     let rates: Vec<f64> = nodes
         .iter()
         .map(|n| {
@@ -555,6 +564,7 @@ fn traffic(o: &Outcome) -> Traffic {
         transmissions_per_node_mean: frames.iter().sum::<f64>() / k,
         gossip_messages_per_node_mean: gossip.iter().sum::<f64>() / k,
         gossip_messages_per_node_max: max(&gossip),
+        audit_messages_per_node_mean: audit / k,
         connections: o.connections,
     }
 }
@@ -640,7 +650,9 @@ fn methodology(s: &Scenario) -> Vec<String> {
     let mut m = vec![
         "Every node is the real fulcrum node (its event loop, gossipsub, negotiation, agreement log with fsync, \
          sled index on temporary storage), all in one process, connected by libp2p's in-memory transport with \
-         Noise and Yamux on top, as over TCP. Nodes are driven through their admin command channel."
+         Noise and Yamux on top, as over TCP. Nodes are driven through their admin command channel. Storage is \
+         a temporary directory in memory (/dev/shm) unless --work-dir says otherwise: a thousand nodes fsyncing \
+         to one shared disk would measure that disk, while each real node has its own."
             .into(),
         "Link model: each end of a connection holds what it receives until it is due. One-way latency is drawn \
          per transmission (one write of the sender) from the scenario's distribution; a dial costs one round trip. \
@@ -651,6 +663,10 @@ fn methodology(s: &Scenario) -> Vec<String> {
         "Partitions hold delivery on links between groups and refuse new connections across them; connections \
          survive, as TCP connections do through a short outage, and what was sent is delivered when the \
          partition heals."
+            .into(),
+        "Before the timeline starts, the nodes are left to connect: until every node has a peer and the \
+         number of connections grows by less than 1% in a second, three times in a row, then 2.1 s more \
+         (three gossipsub heartbeats) for meshes to form."
             .into(),
         "Times are wall-clock times of the simulator process. Offer propagation runs from the moment the \
          publisher gossips a version (its log record durable) to the moment it enters each node's offer book, \
@@ -713,6 +729,10 @@ mod tests {
     #[test]
     fn reasons_are_grouped_without_numbers() {
         assert_eq!(reason_key("only 3 units free at 0a1b"), "only # units free at #");
+        assert_eq!(
+            reason_key("placement d3f failed: tried: fra1/c8m32-0: no hold"),
+            "placement # failed: tried: #/#-#: no hold"
+        );
         assert_eq!(reason_key(""), "(no reason given)");
     }
 }

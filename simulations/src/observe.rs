@@ -52,6 +52,8 @@ pub struct NodeRecord {
     pub gossip_ignored: AtomicU64,
     /// Offer gossip rejected as invalid.
     pub offers_rejected: AtomicU64,
+    /// Messages validated on the audit topic (checkpoints, evidence).
+    pub audit_messages: AtomicU64,
 }
 
 /// Everything the nodes reported.
@@ -123,6 +125,9 @@ impl Recorder {
                 }
             }
             Observed::Gossip { topic, result } => {
+                if topic == "audit" {
+                    record.audit_messages.fetch_add(1, Ordering::Relaxed);
+                }
                 let counter = match result {
                     "accept" => &record.gossip_accepted,
                     "reject" => {

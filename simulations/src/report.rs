@@ -40,6 +40,8 @@ pub struct NodeCounts {
     pub joined_later: usize,
     /// Most nodes up at once.
     pub max_up: usize,
+    /// Connections between nodes when the timeline started.
+    pub connections_at_start: u64,
     /// A Byzantine peer took part.
     pub byzantine_peer: bool,
 }
@@ -275,6 +277,9 @@ pub struct Traffic {
     pub gossip_messages_per_node_mean: f64,
     /// Gossip messages validated, most.
     pub gossip_messages_per_node_max: f64,
+    /// Of the gossip messages, those of the audit topic (checkpoints and
+    /// evidence), mean.
+    pub audit_messages_per_node_mean: f64,
     /// Connections opened in all.
     pub connections: u64,
 }
@@ -416,7 +421,8 @@ impl Report {
         let _ = writeln!(
             o,
             "Seed {}, {} providers and {} consumers at the start, {} joined later, at most {} up at once{}. \
-             Nodes started in {:.1} s, meshes formed in {:.1} s more, then a timeline of {:.0} s; wall time {:.1} s. \
+             Nodes started in {:.1} s and made {} connections in {:.1} s more, then a timeline of {:.0} s; wall \
+             time {:.1} s. \
              Links: {} ms one-way ({}, jitter {} ms), loss {}, bandwidth {}.\n",
             self.seed,
             n.providers,
@@ -425,6 +431,7 @@ impl Report {
             n.max_up,
             if n.byzantine_peer { ", plus one Byzantine peer" } else { "" },
             self.startup_s,
+            n.connections_at_start,
             self.warmup_s,
             self.duration_s,
             self.wall_time_s,
@@ -533,9 +540,14 @@ impl Report {
             c.per_second_mean, c.window_s, c.per_second_peak
         );
         if !g.reasons.is_empty() {
-            let _ = writeln!(o, "\nWhy placements were not made:\n");
-            for (why, count) in &g.reasons {
+            let _ = writeln!(o, "\nWhy placements were not made (most frequent first):\n");
+            let mut reasons: Vec<(&String, &usize)> = g.reasons.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            for (why, count) in reasons.iter().take(15) {
                 let _ = writeln!(o, "- {count} x {why}");
+            }
+            if reasons.len() > 15 {
+                let _ = writeln!(o, "- ... {} more kinds in report.json", reasons.len() - 15);
             }
         }
         let _ = writeln!(
@@ -613,8 +625,11 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "| messages per node | {:.0} gossip messages validated (most {:.0}), {:.0} link transmissions |",
-            t.gossip_messages_per_node_mean, t.gossip_messages_per_node_max, t.transmissions_per_node_mean
+            "| messages per node | {:.0} gossip messages validated (most {:.0}; {:.0} of them checkpoints and evidence), {:.0} link transmissions |",
+            t.gossip_messages_per_node_mean,
+            t.gossip_messages_per_node_max,
+            t.audit_messages_per_node_mean,
+            t.transmissions_per_node_mean
         );
         let _ = writeln!(o, "| connections opened | {} |", t.connections);
         let _ = writeln!(

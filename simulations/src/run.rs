@@ -38,8 +38,10 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Show a progress bar on the terminal.
     pub progress: bool,
-    /// Where the nodes' storage goes (a temporary directory when None,
-    /// removed afterwards).
+    /// Where the nodes' storage goes. None: a temporary directory, removed
+    /// afterwards, in memory (`/dev/shm`) where there is one: a thousand nodes
+    /// fsyncing to one shared disk would measure that disk, not the
+    /// federation (each real node has a disk of its own).
     pub work_dir: Option<PathBuf>,
 }
 
@@ -108,8 +110,9 @@ pub struct NodeOutcome {
     pub peers_at_end: Option<u32>,
     /// Bytes received and sent, transmissions received and sent.
     pub traffic: [u64; 4],
-    /// Gossip messages accepted, rejected, ignored; offers rejected.
-    pub gossip: [u64; 4],
+    /// Gossip messages accepted, rejected, ignored; offers rejected; audit
+    /// topic messages (checkpoints and evidence).
+    pub gossip: [u64; 5],
     /// Offers accepted that are not in the plan.
     pub unknown_offers: u64,
 }
@@ -127,6 +130,8 @@ pub struct Outcome {
     pub startup_ms: u64,
     /// Time for the mesh to form before the timeline.
     pub warmup_ms: u64,
+    /// Connections between nodes when the timeline started.
+    pub mesh_connections: u64,
     /// Wall time of the whole run.
     pub wall: Duration,
     /// Per planned node.
@@ -242,7 +247,11 @@ impl Simulation<'_> {
                 (None, dir.clone())
             }
             None => {
-                let t = tempfile::Builder::new().prefix("fulcrum-sim.").tempdir().context("cannot make a temp dir")?;
+                let shm = Path::new("/dev/shm");
+                let mut builder = tempfile::Builder::new();
+                builder.prefix("fulcrum-sim.");
+                let t = if shm.is_dir() { builder.tempdir_in(shm) } else { builder.tempdir() }
+                    .context("cannot make a temp dir")?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -308,7 +317,7 @@ impl Simulation<'_> {
         sim.count_up();
         let startup_ms = starting.elapsed().as_millis() as u64;
         phase(&bar, "waiting for the mesh");
-        let warmup_ms = sim.warm_up().await;
+        let (warmup_ms, mesh_connections) = sim.warm_up().await;
         sim.start_attacker(first_port + total as u64 - 1)?;
 
         // The timeline.
@@ -371,6 +380,7 @@ impl Simulation<'_> {
         outcome.host.cpus = std::thread::available_parallelism().map_or(1, usize::from);
         outcome.wall = started.elapsed();
         outcome.startup_ms = startup_ms;
+        outcome.mesh_connections = mesh_connections;
         bar.finish_and_clear();
         drop(temp);
         Ok(outcome)
@@ -400,32 +410,41 @@ impl Simulation<'_> {
         bar
     }
 
-    /// Waits until every node has a peer, then for a few gossip heartbeats
-    /// so that meshes form before anything is published.
-    async fn warm_up(&self) -> u64 {
+    /// Waits until every node has a peer and the number of connections has
+    /// stopped growing (Kademlia finds peers gradually, and every new
+    /// connection pulls the peer's offer book), then for a few gossip
+    /// heartbeats so that meshes form before anything is published.
+    async fn warm_up(&self) -> (u64, u64) {
         let start = Instant::now();
         let up: Vec<usize> = (0..self.cluster.nodes.len()).filter(|i| self.cluster.nodes[*i].is_up()).collect();
-        let limit = start + Duration::from_secs(60) + Duration::from_millis(20 * up.len() as u64);
+        let limit = start + Duration::from_secs(60) + Duration::from_millis(60 * up.len() as u64);
+        let mut last = 0u64;
+        let mut steady = 0;
         loop {
-            let mut lonely = 0;
+            let (mut lonely, mut links) = (0, 0u64);
             for chunk in up.chunks(64) {
                 let asks = chunk.iter().map(|i| self.cluster.ask(*i, AdminCommand::Status));
-                lonely += futures::future::join_all(asks)
-                    .await
-                    .into_iter()
-                    .filter(|s| s.as_ref().map_or(true, |s| s.connected_peers == 0))
-                    .count();
+                for status in futures::future::join_all(asks).await {
+                    match status {
+                        Ok(s) if s.connected_peers > 0 => links += u64::from(s.connected_peers),
+                        _ => lonely += 1,
+                    }
+                }
             }
-            if lonely == 0 || Instant::now() > limit {
+            // Steady: three looks in a row, a second apart, with under 1% more connections.
+            steady = if lonely == 0 && links * 100 <= last * 101 { steady + 1 } else { 0 };
+            last = links;
+            if steady >= 3 || Instant::now() > limit {
                 if lonely > 0 {
                     tracing::warn!(lonely, "nodes without a peer after the warm-up limit");
                 }
+                tracing::info!(connections = links / 2, "mesh formed");
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
         }
         tokio::time::sleep(Duration::from_millis(2_100)).await;
-        start.elapsed().as_millis() as u64
+        (start.elapsed().as_millis() as u64, last / 2)
     }
 
     fn start_attacker(&mut self, port: u64) -> anyhow::Result<()> {
@@ -785,6 +804,7 @@ impl Simulation<'_> {
                     get(&r.gossip_rejected),
                     get(&r.gossip_ignored),
                     get(&r.offers_rejected),
+                    get(&r.audit_messages),
                 ],
                 unknown_offers: get(&r.unknown_offers),
             });
@@ -796,6 +816,7 @@ impl Simulation<'_> {
             t0_us,
             end_us,
             startup_ms: 0,
+            mesh_connections: 0,
             warmup_ms,
             wall: Duration::ZERO,
             nodes,
