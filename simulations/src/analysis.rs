@@ -279,7 +279,7 @@ fn convergence(o: &Outcome) -> Vec<Convergence> {
 fn reason_key(text: &str) -> String {
     let mut out = String::new();
     let mut word = String::new();
-    let mut flush = |word: &mut String, out: &mut String| {
+    let flush = |word: &mut String, out: &mut String| {
         if word.chars().any(|c| c.is_ascii_digit()) {
             out.push('#');
         } else {
