@@ -66,6 +66,8 @@ failed=0
 for t in "${targets[@]}"; do
   regress="$(regression_dir "$t")"
   mkdir -p "fuzz/corpus/$t" "$regress" "fuzz/artifacts/$t"
+  # Findings of earlier runs were copied to the regression directory already.
+  rm -f "fuzz/artifacts/$t"/*
   log="fuzz/logs/$t.log"
   echo "== $t: ${seconds}s"
   start=$(date +%s)
@@ -99,7 +101,7 @@ for t in "${targets[@]}"; do
 done
 
 echo
-echo "target              executions   time     rate  result"
+printf '%-12s %18s %7s %10s  %s\n' target executions time rate result
 printf '%s\n' "${summary[@]}"
 if [ "$failed" -ne 0 ]; then
   echo "fuzzing found problems: see fuzz/logs/ and the inputs copied into the regression directories" >&2

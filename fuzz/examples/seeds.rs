@@ -14,6 +14,7 @@ use fulcrum_node::charter::{
     CertificateRequest, RevocationRequest, SignatureFile, Signed, render_certificate, render_charter, render_revocation,
 };
 use fulcrum_node::config::commented_config;
+use fulcrum_node::store::backup::BackupHeader;
 use fulcrum_proto::v1 as wire;
 use fulcrum_protocol::Limits;
 use fulcrum_protocol::audit::{ExportHeader, ExportWriter};
@@ -364,13 +365,17 @@ fn main() -> Result<()> {
     for cp in &fx.checkpoints {
         writer.checkpoint(&cp.to_note())?;
     }
-    corpus.add("export", "provider", &writer.finish()?)?;
+    let provider_export = writer.finish()?;
+    corpus.add("export", "provider", &provider_export)?;
     corpus.add("export", "empty", &ExportWriter::new(Vec::new(), header(0, 0))?.finish()?)?;
     // The provider's log continued after it rotated its key: the rotation
-    // fixes the first three records, the new key signs what follows.
+    // fixes the first three records, the new key signs what follows (an offer).
     let mut rotated_log = fx.log.clone();
     rotated_log.push(Record::Rotation { rotation: rotation.clone() }.to_cbor()?);
-    rotated_log.push(Record::Expiry { contract_id: contract.id(), at_ms: NOW_MS + 25 * 3_600_000 }.to_cbor()?);
+    let mut successor_offer = fx.offer.clone();
+    successor_offer.provider = new_key.public();
+    successor_offer.seq = 1;
+    rotated_log.push(Record::Offer { envelope: successor_offer.sign(&new_key).envelope().clone() }.to_cbor()?);
     let mut rotated_tree = MerkleTree::new();
     for record in &rotated_log {
         rotated_tree.push(record);
@@ -383,7 +388,25 @@ fn main() -> Result<()> {
     for cp in fx.checkpoints.iter().chain([&after]) {
         writer.checkpoint(&cp.to_note())?;
     }
-    corpus.add("export", "rotated", &writer.finish()?)?;
+    let rotated_export = writer.finish()?;
+    corpus.add("export", "rotated", &rotated_export)?;
+    // Backups: a header, then an export (with and without the key).
+    for (name, export, key, secret) in [
+        ("provider", &provider_export, p.public(), None),
+        ("rotated-with-key", &rotated_export, new_key.public(), Some(new_key.to_secret_bytes())),
+    ] {
+        let header = BackupHeader {
+            node_key: key,
+            federation: FEDERATION.into(),
+            created_at_ms: NOW_MS,
+            secret_key: secret,
+            export_bytes: export.len() as u64,
+            export_sha256: Sha256::digest(export).into(),
+        };
+        let mut backup = header.to_text().into_bytes();
+        backup.extend_from_slice(export);
+        corpus.add("backup", name, &backup)?;
+    }
 
     // Log files: framed records, a torn tail, and a checkpoints file.
     let frame = |out: &mut Vec<u8>, payload: &[u8]| {

@@ -1,7 +1,7 @@
 //! The bodies of the fuzz targets for decoders in `fulcrum-node`: the
-//! agreement log and checkpoints files as found at start-up, `node.toml` and
-//! the key file, offer files, federation files, and the membership messages
-//! a daemon takes from peers. Each takes arbitrary bytes and must never panic
+//! agreement log and checkpoints files as found at start-up, backups,
+//! `node.toml` and the key file, offer files, federation files, and the
+//! membership messages a daemon takes from peers. Each takes arbitrary bytes and must never panic
 //! on them.
 //!
 //! The same functions replay the saved inputs in
@@ -16,6 +16,7 @@ use fulcrum_node::charter::{FederationFile, parse_any, render_certificate, rende
 use fulcrum_node::config::{NodeConfig, load_key};
 use fulcrum_node::members::Members;
 use fulcrum_node::offer_file::parse_offer_file;
+use fulcrum_node::store::backup::{BackupHeader, verify_backup};
 use fulcrum_node::store::checkpoints::{CheckpointFile, read_checkpoints};
 use fulcrum_node::store::log::{AgreementLog, LogError, read_log};
 use fulcrum_protocol::Limits;
@@ -205,4 +206,19 @@ pub fn membership(data: &[u8]) {
     // (it sends its configured one instead, and has none here).
     let own = usize::from(members.check(&me, NOW_MS).is_ok());
     assert_eq!(next.known(), members.known() - own, "a peer learns less from an exchange than the sender knew");
+}
+
+/// Target `backup`: the bytes as a backup file handed to `fulcrumd restore`:
+/// its header (which must read back as written) and its export, verified.
+pub fn backup(data: &[u8]) {
+    if let Ok(header) = BackupHeader::read(&mut &data[..]) {
+        let text = header.to_text();
+        let again = BackupHeader::read(&mut text.as_bytes()).expect("a backup header reads back as written");
+        assert_eq!(header, again, "backup header round trip");
+    }
+    let Some(dir) = scratch() else { return };
+    let path = dir.path().join("node.backup");
+    if std::fs::write(&path, data).is_ok() {
+        let _ = verify_backup(&path);
+    }
 }

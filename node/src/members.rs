@@ -38,6 +38,9 @@ pub const EXPIRY_WARNING_MS: u64 = 30 * 24 * 3_600_000;
 const WARNING_EVERY: Duration = Duration::from_secs(3_600);
 /// Most certificates sent in one exchange.
 const MAX_EXCHANGED: usize = 20_000;
+/// Certificates with bad signatures after which a peer's exchange is not
+/// read further: an honest peer sends only certificates that verified for it.
+const MAX_FORGED_IN_EXCHANGE: usize = 16;
 
 /// The gossip topic of a federation's certificates and revocations.
 pub fn membership_topic(federation: &str) -> IdentTopic {
@@ -323,11 +326,21 @@ impl Members {
                 new.push(revocation);
             }
         }
-        for c in exchange.certificates {
-            if let Ok(cert) = MemberCertificate::decode(&c.encode_to_vec(), &self.limits) {
-                // Invalid ones (a peer's own, say) are simply not learned;
-                // the peer is then refused like any non-member.
-                let _ = self.membership.add_certificate(cert, now_ms);
+        // Each member once, and signature checks bounded: past a few forged
+        // certificates the rest is not read, and the peer is refused.
+        let (mut members, mut forged) = (HashSet::new(), 0);
+        for c in exchange.certificates.into_iter().take(MAX_EXCHANGED) {
+            let Ok(cert) = MemberCertificate::decode(&c.encode_to_vec(), &self.limits) else { continue };
+            if !members.insert(cert.body().member) {
+                continue;
+            }
+            // Invalid ones (a peer's own, say) are simply not learned;
+            // the peer is then refused like any non-member.
+            if let Err(MembershipError::NotEnoughSignatures { .. }) = self.membership.add_certificate(cert, now_ms) {
+                forged += 1;
+                if forged >= MAX_FORGED_IN_EXCHANGE {
+                    return Err(format!("{forged} certificates with bad signatures in one exchange"));
+                }
             }
         }
         // After the certificates: a rotation stands on its old key's.

@@ -34,6 +34,11 @@ fn log() {
 }
 
 #[test]
+fn backup() {
+    replay("backup", targets::backup);
+}
+
+#[test]
 fn config() {
     replay("config", targets::config);
 }

@@ -132,6 +132,17 @@ pub fn analyse(s: &Scenario, o: &Outcome) -> (Report, Charts) {
     (report, charts)
 }
 
+/// When a node's log was rewritten (it first went down for it), if it was.
+fn rewritten_at(n: &NodeOutcome) -> Option<u64> {
+    n.equivocated.then(|| n.up.first().and_then(|(_, end)| *end)).flatten()
+}
+
+/// True for an offer version its publisher signed after rewriting its log:
+/// honest nodes refuse those that reuse a seq of the lost history.
+fn from_rewritten_log(o: &Outcome, p: &crate::observe::Published) -> bool {
+    o.nodes.get(p.node as usize).and_then(rewritten_at).is_some_and(|at| p.at_us >= at)
+}
+
 fn propagation(s: &Scenario, o: &Outcome, honest: &[usize]) -> (Propagation, Vec<f64>) {
     let horizon = o.end_us;
     let in_partition = |at: u64| o.partitions.iter().any(|(start, heal)| *start <= at && heal.is_none_or(|h| at < h));
@@ -141,6 +152,9 @@ fn propagation(s: &Scenario, o: &Outcome, honest: &[usize]) -> (Propagation, Vec
     for p in &o.publications {
         if in_partition(p.at_us) {
             excluded += 1;
+            continue;
+        }
+        if from_rewritten_log(o, p) {
             continue;
         }
         versions += 1;
@@ -528,9 +542,22 @@ fn byzantine(o: &Outcome) -> Byzantine {
         }
     });
     let evidence: Vec<u64> = o.nodes.iter().filter_map(|n| n.audit.as_ref().ok()).map(|a| a.evidence).collect();
+    // Offers signed after a rewrite, and how many other nodes took them in.
+    let rewritten: Vec<_> = o.publications.iter().filter(|p| from_rewritten_log(o, p)).collect();
+    let rewritten_accepted = rewritten
+        .iter()
+        .map(|p| {
+            (0..o.nodes.len())
+                .filter(|n| *n != p.node as usize)
+                .filter(|n| crate::observe::exact_arrival(&o.arrivals[*n], p.offer, p.seq).is_some())
+                .count()
+        })
+        .sum();
     Byzantine {
         evidence_records_per_node_mean: evidence.iter().sum::<u64>() as f64 / evidence.len().max(1) as f64,
         evidence_records_per_node_max: evidence.iter().copied().max().unwrap_or(0),
+        offers_after_rewrite: rewritten.len(),
+        offers_after_rewrite_accepted: rewritten_accepted,
         forged_offers_injected: o.attack.as_ref().map_or(0, |a| a.forged),
         forged_offers_accepted: forged_in_books,
         offers_rejected_at_validation: o.nodes.iter().map(|n| n.gossip[3]).sum(),
@@ -680,8 +707,8 @@ fn methodology(s: &Scenario) -> Vec<String> {
             .into(),
         "Oversells are checked in every provider's log, in log order: when a contract is recorded, the units of \
          the offer's contracts still active (not terminated, not ended) must fit the units offered. Every node's \
-         log is exported through the node and verified offline with the audit verifier; nodes down at the end are \
-         started once more, alone, to export."
+         log is exported through the node and verified offline with the audit verifier, after the timeline, with \
+         every link cut; nodes down at the end are started once more, alone, to export."
             .into(),
         "All nodes share the machine's CPUs (and whatever else runs on it), so every latency includes time \
          spent waiting for a CPU; the report gives the CPU time the run used and the host's load average."

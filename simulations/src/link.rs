@@ -186,6 +186,14 @@ impl Network {
         self.partitioned.store(true, Ordering::Release);
     }
 
+    /// Cuts every link: each node alone.
+    pub fn isolate(&self) {
+        if let Ok(mut g) = self.groups.write() {
+            g.iter_mut().enumerate().for_each(|(i, x)| *x = i as u32);
+        }
+        self.partitioned.store(true, Ordering::Release);
+    }
+
     /// Every link carries again.
     pub fn heal(&self) {
         self.partitioned.store(false, Ordering::Release);

@@ -258,6 +258,11 @@ pub struct Byzantine {
     pub evidence_records_per_node_mean: f64,
     /// And most.
     pub evidence_records_per_node_max: u64,
+    /// Offer versions providers signed after rewriting their logs.
+    pub offers_after_rewrite: usize,
+    /// Times another node took one of those in (those that reuse a seq of
+    /// the lost history are refused as equivocation).
+    pub offers_after_rewrite_accepted: usize,
     /// The flood, if any.
     pub flood: Option<Flood>,
 }
@@ -581,6 +586,13 @@ impl Report {
                 o,
                 "| evidence records per node log | {:.1} mean, {} most |",
                 b.evidence_records_per_node_mean, b.evidence_records_per_node_max
+            );
+        }
+        if b.offers_after_rewrite > 0 {
+            let _ = writeln!(
+                o,
+                "| offers signed after a rewrite | {} versions, taken in {} times by other nodes |",
+                b.offers_after_rewrite, b.offers_after_rewrite_accepted
             );
         }
         for d in &b.detections {

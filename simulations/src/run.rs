@@ -250,8 +250,11 @@ impl Simulation<'_> {
                 let shm = Path::new("/dev/shm");
                 let mut builder = tempfile::Builder::new();
                 builder.prefix("fulcrum-sim.");
-                let t = if shm.is_dir() { builder.tempdir_in(shm) } else { builder.tempdir() }
-                    .context("cannot make a temp dir")?;
+                let in_memory = if shm.is_dir() { builder.tempdir_in(shm).ok() } else { None };
+                let t = match in_memory {
+                    Some(t) => t,
+                    None => builder.tempdir().context("cannot make a temp dir")?,
+                };
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -713,6 +716,9 @@ impl Simulation<'_> {
         let mut peers: Vec<Option<u32>> = vec![None; n];
         let exports = self.work.join("exports");
         std::fs::create_dir_all(&exports)?;
+        // The measurement is over: the checkpoints each export signs are not
+        // gossiped to a thousand nodes that would all verify them.
+        self.net.isolate();
         let up: Vec<usize> = (0..n).filter(|i| self.cluster.nodes[*i].is_up()).collect();
         for chunk in up.chunks(32) {
             let asks = chunk.iter().map(|i| {
@@ -808,7 +814,11 @@ impl Simulation<'_> {
                 ],
                 unknown_offers: get(&r.unknown_offers),
             });
-            arrivals.push(self.recorder.sorted_arrivals(i));
+            // What arrived after the end of the measurement (while the logs
+            // were collected) does not count.
+            let mut a = self.recorder.sorted_arrivals(i);
+            a.retain(|x| x.at_us <= end_us);
+            arrivals.push(a);
         }
         let placements = self.placements.lock().map(|p| p.clone()).unwrap_or_default();
         Ok(Outcome {
@@ -820,7 +830,7 @@ impl Simulation<'_> {
             warmup_ms,
             wall: Duration::ZERO,
             nodes,
-            publications: self.recorder.publications(),
+            publications: self.recorder.publications().into_iter().filter(|p| p.at_us <= end_us).collect(),
             arrivals,
             offers: self.offers.clone(),
             placements,
@@ -856,6 +866,8 @@ fn read_records(path: &Path) -> Result<Vec<Record>, String> {
 
 async fn tick_progress(bar: ProgressBar, t0: Instant, duration_ms: u64, live: Arc<Live>, recorder: Arc<Recorder>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut next_line = 0u64;
     loop {
         tick.tick().await;
         let elapsed = t0.elapsed().as_millis() as u64;
@@ -872,8 +884,9 @@ async fn tick_progress(bar: ProgressBar, t0: Instant, duration_ms: u64, live: Ar
             get(&live.faults),
         );
         // Every ten seconds in the log too, for runs without a terminal.
-        if elapsed % 10_000 < 250 {
+        if elapsed >= next_line {
             tracing::info!("{message}");
+            next_line = elapsed - elapsed % 10_000 + 10_000;
         }
         bar.set_message(message);
     }

@@ -186,12 +186,16 @@ impl Chart {
             TOP + ph / 2.0,
             escape(&self.y_label)
         );
-        // Markers.
+        // Markers; labels of markers close together are staggered down.
+        let mut last_px = f64::NEG_INFINITY;
+        let mut stagger = 0.0;
         for (x, text) in &self.markers {
             if *x < x0 || *x > x1 {
                 continue;
             }
             let px = sx(*x);
+            stagger = if px - last_px < 12.0 { (stagger + 110.0) % (ph - 40.0).max(1.0) } else { 0.0 };
+            last_px = px;
             let _ = writeln!(
                 o,
                 r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#c0392b" stroke-dasharray="4 3"/>"##,
@@ -201,7 +205,7 @@ impl Chart {
                 o,
                 r##"<text transform="translate({:.1} {:.1}) rotate(-90)" fill="#c0392b" font-size="10" text-anchor="end">{}</text>"##,
                 px - 3.0,
-                TOP + 4.0,
+                TOP + 4.0 + stagger,
                 escape(text)
             );
         }
