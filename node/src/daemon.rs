@@ -658,7 +658,10 @@ impl Node {
         let mut channel = p.channel;
         for out in p.send {
             let bytes = out.message.seal(&self.identity).encode();
-            let Some(peer) = self.peer_ids.of(&out.to) else { continue };
+            // A contract names the keys its parties had when they signed it;
+            // a party that rotated since is reached at its key in use.
+            let to = self.members.current_key(&out.to);
+            let Some(peer) = self.peer_ids.of(&to) else { continue };
             match channel.take() {
                 Some((ch_peer, ch)) if ch_peer == peer => {
                     if self.swarm.behaviour_mut().negotiate.send_response(ch, bytes).is_err() {
@@ -1462,7 +1465,8 @@ impl Node {
         while asked < AUDIT_BATCH {
             let Some(contract) = self.audit.unproven.pop_front() else { break };
             let t = contract.terms();
-            let other = if t.provider == self.me { t.consumer } else { t.provider };
+            let mine = |key: &PublicKey| *key == self.me || self.members.previous_keys().contains(key);
+            let other = if mine(&t.provider) { t.consumer } else { t.provider };
             let request = witness::inclusion_request(&contract, RequestId::random(&mut self.rng));
             let ask = ProofAsk::Inclusion { contract: Box::new(contract.clone()), reply: None };
             if self.ask_proof(other, wire::proof_request::Request::Inclusion(request), ask) {
@@ -1646,7 +1650,8 @@ impl Node {
             }
         };
         let t = contract.terms();
-        let other = if t.provider == self.me { t.consumer } else { t.provider };
+        let mine = |key: &PublicKey| *key == self.me || self.members.previous_keys().contains(key);
+        let other = if mine(&t.provider) { t.consumer } else { t.provider };
         if !self.peer_ids.of(&other).is_some_and(|peer| self.swarm.is_connected(&peer)) {
             let _ = tx.send(Err(format!("the other party {} is not connected; try again when it is", other.short())));
             return;
@@ -1656,9 +1661,15 @@ impl Node {
         self.ask_proof(other, wire::proof_request::Request::Inclusion(request), ask);
     }
 
-    /// Drops the offers of keys that rotations just learned retired.
+    /// Follows the rotations just learned: the old keys' offers are dropped,
+    /// and each new key speaks for the contracts its old key made.
     fn retire_rotated_keys(&mut self) {
         for old in self.members.take_retired() {
+            // Its new key speaks for the contracts the old one made.
+            if let Some(rotation) = self.members.rotation_of(&old).cloned() {
+                self.provider.follow_rotation(rotation.clone());
+                self.consumer.follow_rotation(rotation);
+            }
             let dropped = self.book.remove_provider(&old);
             info!(%old, offers_dropped = dropped, "a member rotated its key: the old key's offers are dropped");
         }

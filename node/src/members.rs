@@ -36,6 +36,8 @@ use crate::config::NodeConfig;
 pub const EXPIRY_WARNING_MS: u64 = 30 * 24 * 3_600_000;
 /// How often that warning is repeated.
 const WARNING_EVERY: Duration = Duration::from_secs(3_600);
+/// Longest chain of key rotations followed to a member's key in use.
+const MAX_ROTATION_CHAIN: usize = 16;
 /// Most certificates sent in one exchange.
 const MAX_EXCHANGED: usize = 20_000;
 /// Certificates with bad signatures after which a peer's exchange is not
@@ -204,6 +206,24 @@ impl Members {
     /// The keys this node had before the one in use, oldest first.
     pub fn previous_keys(&self) -> &[PublicKey] {
         self.chain.previous()
+    }
+
+    /// The key in use of the member that once had `key`: `key` itself unless
+    /// rotations handed it over (followed to the end of their chain).
+    pub fn current_key(&self, key: &PublicKey) -> PublicKey {
+        let mut current = *key;
+        for _ in 0..MAX_ROTATION_CHAIN {
+            match self.membership.successor(&current) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        current
+    }
+
+    /// The rotation that retired `key`, if one is known.
+    pub fn rotation_of(&self, key: &PublicKey) -> Option<&KeyRotation> {
+        self.membership.rotation_of(key)
     }
 
     /// Keys retired by rotations learned since the last call, for the

@@ -46,6 +46,7 @@ impl Party {
                 Record::Placement { .. } => "placement",
                 Record::Expiry { .. } => "expiry",
                 Record::Rotation { .. } => "key rotation",
+                Record::Succession { .. } => "another party's key rotation",
             };
             println!("  {:<9} log #{:<2} {what}", self.name, self.records - 1);
         }

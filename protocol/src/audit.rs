@@ -493,6 +493,9 @@ pub struct AuditReport {
     pub placements: u64,
     /// Key rotation records (both keys' signatures checked).
     pub rotations: u64,
+    /// Succession records: other parties' key rotations (both keys'
+    /// signatures checked).
+    pub successions: u64,
     /// The node's key after the last record read: `node_key`, or the key
     /// the last rotation handed over to (None if the header could not be read).
     pub node_key_now: Option<String>,
@@ -605,6 +608,9 @@ struct Verifier {
     party_index: HashMap<PublicKey, u32>,
     /// The rotation records read so far: (index, the key it hands over to).
     handovers: Vec<(u64, PublicKey)>,
+    /// Other parties' keys that took over from other keys, by the
+    /// succession records read so far.
+    successors: HashMap<PublicKey, PublicKey>,
 }
 
 /// The node's key at each point of the log: the header's key, then the key
@@ -670,6 +676,7 @@ enum RecordType {
     Revocation,
     Placement,
     Rotation,
+    Succession,
 }
 
 /// What the sequential checks need of a record that passed its own checks.
@@ -681,6 +688,7 @@ enum Summary {
     Expiry { contract_id: ContractId, at_ms: u64 },
     Placement { contracts: Vec<ContractId> },
     Rotation { old: PublicKey, new: PublicKey, seq: u64, log_size: u64, log_root: Hash },
+    Succession { old: PublicKey, new: PublicKey },
 }
 
 /// Why reading frames stopped early.
@@ -716,6 +724,7 @@ impl Verifier {
                 revocations: 0,
                 placements: 0,
                 rotations: 0,
+                successions: 0,
                 node_key_now: None,
                 signatures_verified: 0,
                 checkpoints: 0,
@@ -729,6 +738,7 @@ impl Verifier {
             parties: Vec::new(),
             party_index: HashMap::new(),
             handovers: Vec::new(),
+            successors: HashMap::new(),
         }
     }
 
@@ -848,6 +858,7 @@ impl Verifier {
                 Some(RecordType::Revocation) => self.report.revocations += 1,
                 Some(RecordType::Placement) => self.report.placements += 1,
                 Some(RecordType::Rotation) => self.report.rotations += 1,
+                Some(RecordType::Succession) => self.report.successions += 1,
                 None => {}
             }
             match outcome.result {
@@ -864,7 +875,7 @@ impl Verifier {
                     if signer != node {
                         let other = self.contracts.get(&contract_id).and_then(|k| self.parties.get(k.party as usize));
                         let reason = match other {
-                            Some(other) if *other == signer => None,
+                            Some(other) if self.speaks_for(other, &signer) => None,
                             Some(other) => Some(format!(
                                 "termination of contract {contract_id} is signed by {signer}, \
                                  neither the node nor the contract's other party {other}"
@@ -905,6 +916,14 @@ impl Verifier {
                         self.fail(index, Class::Record, Some(index), None, reason);
                     }
                 }
+                Ok(Summary::Succession { old, new }) => {
+                    if self.keys(header).now() == old || self.keys(header).first == old {
+                        let reason = format!("succession of the node's own key {old}; that is a rotation record");
+                        self.fail(index, Class::Record, Some(index), None, reason);
+                    } else {
+                        self.successors.insert(old, new);
+                    }
+                }
                 Ok(Summary::Rotation { old, new, seq, log_size, log_root }) => {
                     let checked =
                         self.check_rotation(index, node, header.node_key, (old, new, seq, log_size, log_root));
@@ -924,6 +943,22 @@ impl Verifier {
                 }
             }
         }
+    }
+
+    /// True when `signer` is `named`, or a key that took over from it by the
+    /// successions read so far.
+    fn speaks_for(&self, named: &PublicKey, signer: &PublicKey) -> bool {
+        let mut key = named;
+        for _ in 0..=self.successors.len() {
+            if key == signer {
+                return true;
+            }
+            match self.successors.get(key) {
+                Some(next) => key = next,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// The node's keys along the records read so far.
@@ -1464,6 +1499,10 @@ enum RawRecord {
         #[serde(deserialize_with = "serde_bytes_vec")]
         rotation: Vec<u8>,
     },
+    Succession {
+        #[serde(deserialize_with = "serde_bytes_vec")]
+        rotation: Vec<u8>,
+    },
 }
 
 /// An envelope decoded as [`crate::envelope::Envelope::decode`] does, but
@@ -1499,6 +1538,7 @@ enum Raw {
     Placement(crate::placement::PlacementRecord),
     Expiry { contract_id: ContractId, at_ms: u64 },
     Rotation(KeyRotation),
+    Succession(KeyRotation),
 }
 
 impl Raw {
@@ -1514,6 +1554,7 @@ impl Raw {
             Raw::Placement(_) => RecordType::Placement,
             Raw::Expiry { .. } => RecordType::Expiry,
             Raw::Rotation(_) => RecordType::Rotation,
+            Raw::Succession(_) => RecordType::Succession,
         }
     }
 
@@ -1536,7 +1577,7 @@ impl Raw {
                     each("an authority's signature", Kind::Revocation, r.body_bytes(), *signature, *authority);
                 }
             }
-            Raw::Rotation(r) => {
+            Raw::Rotation(r) | Raw::Succession(r) => {
                 for (label, key, signature) in r.signatures() {
                     each(label, Kind::KeyRotation, r.body_bytes(), signature, key);
                 }
@@ -1577,6 +1618,9 @@ fn parse_record(cbor: &[u8]) -> Result<(Raw, usize), String> {
         RawRecord::Expiry { contract_id, at_ms } => Raw::Expiry { contract_id, at_ms },
         RawRecord::Rotation { rotation } => {
             Raw::Rotation(KeyRotation::parse(&rotation).map_err(|e| format!("not a valid record: {e}"))?)
+        }
+        RawRecord::Succession { rotation } => {
+            Raw::Succession(KeyRotation::parse(&rotation).map_err(|e| format!("not a valid record: {e}"))?)
         }
     };
     Ok((raw, rest.len()))
@@ -1717,6 +1761,10 @@ fn check_alone(raw: &Raw, context: &Context<'_>) -> Result<Summary, String> {
         Raw::Placement(p) if p.state.is_final() => Ok(Summary::Placement { contracts: p.contracts.clone() }),
         Raw::Placement(_) => Ok(Summary::Plain),
         Raw::Expiry { contract_id, at_ms } => Ok(Summary::Expiry { contract_id: *contract_id, at_ms: *at_ms }),
+        Raw::Succession(r) => {
+            r.check_federation(context.federation).map_err(|e| e.to_string())?;
+            Ok(Summary::Succession { old: r.body().old_key, new: r.body().new_key })
+        }
         Raw::Rotation(r) => {
             r.check_federation(context.federation).map_err(|e| e.to_string())?;
             let b = r.body();
@@ -1812,6 +1860,7 @@ mod tests {
             Record::Placement { placement: placement(c.id()) },
             Record::Expiry { contract_id: c.id(), at_ms: c.terms().end_ms },
             Record::Rotation { rotation: rotation(&node, &id(9), 1, 7, [3; 32]) },
+            Record::Succession { rotation: rotation(&peer, &id(8), 1, 9, [4; 32]) },
         ]
     }
 
@@ -2066,6 +2115,29 @@ mod tests {
                 .unwrap();
         }
         w.finish().unwrap()
+    }
+
+    /// A counterparty that rotated its key terminates a contract its old key
+    /// made: the termination verifies once the log holds the succession
+    /// before it, and not otherwise; a succession of the node's own key is
+    /// refused (that is what a rotation record is for).
+    #[test]
+    fn a_termination_by_a_successor_needs_the_succession_before_it() {
+        let (node, old, new) = (id(1), id(2), id(3));
+        let c = contract(&node, &old, 1);
+        let succession = Record::Succession { rotation: rotation(&old, &new, 1, 4, [5; 32]) };
+        let termination = Record::Termination { contract_id: c.id(), envelope: terminate(&new, c.id()) };
+        let cbor = |records: &[&Record]| records.iter().map(|r| r.to_cbor().unwrap()).collect::<Vec<_>>();
+        let contract = Record::Contract { contract: c.clone() };
+        let good = run(&export(&cbor(&[&contract, &succession, &termination]), 10), 2, 5, 4);
+        assert!(good.is_ok(), "{good}");
+        assert_eq!((good.successions, good.terminations), (1, 1));
+        let bad = run(&export(&cbor(&[&contract, &termination, &succession]), 10), 2, 5, 4);
+        let failure = bad.first_failure.expect("a termination by a stranger");
+        assert_eq!(failure.record, Some(1), "{failure:?}");
+        let own = Record::Succession { rotation: rotation(&node, &new, 1, 4, [5; 32]) };
+        let bad = run(&export(&cbor(&[&contract, &own]), 10), 2, 5, 4);
+        assert!(bad.first_failure.is_some_and(|f| f.reason.contains("rotation record")));
     }
 
     fn run(bytes: &[u8], threads: usize, chunk: usize, batch: usize) -> AuditReport {

@@ -575,6 +575,11 @@ impl Membership {
         self.rotated.get(key).map(|r| r.body().new_key)
     }
 
+    /// The rotation that retired `key`, if one did.
+    pub fn rotation_of(&self, key: &PublicKey) -> Option<&KeyRotation> {
+        self.rotated.get(key)
+    }
+
     /// True once `member` was revoked.
     pub fn is_revoked(&self, member: &PublicKey) -> bool {
         self.revoked.contains_key(member)

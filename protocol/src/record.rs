@@ -81,6 +81,14 @@ pub enum Record {
         /// The rotation statement.
         rotation: KeyRotation,
     },
+    /// Another party handed its identity over to a new key. Logged before
+    /// the first record that its new key signed about a contract its old
+    /// key made (a termination), so that the log alone shows who speaks for
+    /// whom. Signed by both keys.
+    Succession {
+        /// The other party's rotation statement.
+        rotation: KeyRotation,
+    },
 }
 
 /// Why a record could not be read.

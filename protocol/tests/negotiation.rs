@@ -936,3 +936,90 @@ fn contracts_expire_once_on_both_sides_and_free_their_units() {
     assert_eq!(w.provider.usage(OFFER).unwrap().committed, 2);
     w.check_safety();
 }
+
+/// One contract made between provider `p` and consumer `c`; returns the
+/// records each side persisted on the way.
+fn one_contract(p: &mut Provider, c: &mut Consumer, rng: &mut ChaCha8Rng) -> (ContractId, Vec<Record>, Vec<Record>) {
+    let (commit, _) = until_commit(p, c, rng);
+    let answer = p.handle(T0, rng, &commit.send[0].message.seal(c.identity()));
+    let done = c.handle(T0, rng, &answer.send[0].message.seal(p.identity()));
+    let contract_id = done
+        .persist
+        .iter()
+        .find_map(|r| match r {
+            Record::Contract { contract } => Some(contract.id()),
+            _ => None,
+        })
+        .expect("the consumer records the countersigned contract");
+    let consumer_log = commit.persist.into_iter().chain(done.persist).collect();
+    (contract_id, answer.persist, consumer_log)
+}
+
+fn terminations(step: &Step) -> usize {
+    step.persist.iter().filter(|r| matches!(r, Record::Termination { .. })).count()
+}
+
+/// After a party rotates its key, its messages about the contracts its old
+/// key made come from the new key: the other party takes them once it has
+/// learned the rotation, and refuses them as from a stranger before.
+#[test]
+fn a_rotated_party_still_speaks_for_its_old_contracts() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let limits = Limits::default();
+    let mut p = Provider::new(identity(1), FEDERATION, limits.clone());
+    let (_, published) = p.publish(offer_terms(OFFER, "DE", 4, 1_000_000), T0, 24 * HOUR_MS).unwrap();
+    let mut c = Consumer::new(identity(10), FEDERATION, limits.clone());
+    let (first, mut provider_log, mut consumer_log) = one_contract(&mut p, &mut c, &mut rng);
+    let (second, more, more_c) = one_contract(&mut p, &mut c, &mut rng);
+    provider_log.splice(0..0, published.persist);
+    provider_log.extend(more);
+    consumer_log.extend(more_c);
+
+    // The consumer rotates (a restart under the new key) and terminates.
+    let (old_c, new_c) = (identity(10).public(), identity(11).public());
+    let mut c2 = Consumer::restore_with_keys(identity(11), &[old_c], FEDERATION, limits.clone(), &consumer_log, T0);
+    let step = c2.terminate(T0 + 1, &mut rng, first, TerminationReason::CustomerRequest).unwrap();
+    let terminate = step.send[0].message.seal(c2.identity());
+    let refused = p.handle(T0 + 1, &mut rng, &terminate);
+    assert_eq!(reject_code(&refused), Some(fulcrum_protocol::messages::RejectCode::NotAParty));
+    assert_eq!(terminations(&refused), 0);
+    p.follow_rotation(rotation(10, 11));
+    let taken = p.handle(T0 + 1, &mut rng, &terminate);
+    assert_eq!(terminations(&taken), 1, "the new key speaks for the old one");
+    assert_eq!(taken.send[0].to, new_c, "the acknowledgement goes to the key in use");
+
+    // The provider rotates and terminates the other contract.
+    let (old_p, new_p) = (identity(1).public(), identity(2).public());
+    let mut p2 = Provider::restore_with_keys(identity(2), &[old_p], FEDERATION, limits, &provider_log, T0);
+    let step = p2.terminate(T0 + 2, &mut rng, second, TerminationReason::CustomerRequest).unwrap();
+    let terminate = step.send[0].message.seal(p2.identity());
+    let refused = c2.handle(T0 + 2, &mut rng, &terminate);
+    assert_eq!(terminations(&refused), 0);
+    c2.follow_rotation(rotation(1, 2));
+    let taken = c2.handle(T0 + 2, &mut rng, &terminate);
+    assert_eq!(terminations(&taken), 1);
+    // The rotation goes into the log before the termination its new key
+    // signed, once: the log alone shows who spoke for whom.
+    assert!(matches!(&taken.persist[0], Record::Succession { rotation } if rotation.body().new_key == new_p));
+    consumer_log.extend(taken.persist);
+    // After a restart the log's succession record is enough: the repeated
+    // Terminate is acknowledged, not refused, and nothing is logged twice.
+    let mut c3 = Consumer::restore_with_keys(identity(11), &[old_c], FEDERATION, Limits::default(), &consumer_log, T0);
+    let again = c3.handle(T0 + 3, &mut rng, &terminate);
+    assert!(again.persist.is_empty());
+    assert!(matches!(again.send[0].message, fulcrum_protocol::messages::Message::Terminated(_)), "{again:?}");
+}
+
+/// A rotation statement handing `old`'s identity (test key) to `new`'s.
+fn rotation(old: u8, new: u8) -> fulcrum_protocol::rotation::KeyRotation {
+    let body = fulcrum_protocol::rotation::RotationBody {
+        federation: FEDERATION.into(),
+        old_key: identity(old).public(),
+        new_key: identity(new).public(),
+        at_ms: T0,
+        seq: 1,
+        log_size: 0,
+        log_root: fulcrum_protocol::merkle::empty_root(),
+    };
+    fulcrum_protocol::rotation::KeyRotation::sign(&identity(old), &identity(new), body).unwrap()
+}

@@ -13,8 +13,10 @@
 //! - [`run`]: performs a plan and collects what every node holds.
 //! - [`host`]: memory, CPU time and load of the machine running it all.
 //! - [`analysis`], [`report`], [`svg`]: the figures, as JSON, Markdown and charts.
+//! - [`baseline`]: bare gossipsub on the same network, to compare propagation with.
 
 pub mod analysis;
+pub mod baseline;
 pub mod byzantine;
 pub mod cluster;
 pub mod host;

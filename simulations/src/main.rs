@@ -37,6 +37,23 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run bare libp2p gossipsub on the scenario's network (same nodes, links,
+    /// gossipsub configuration and payload size) and write baseline.json and
+    /// baseline.md, to compare offer propagation with.
+    Baseline {
+        /// Scenario file, or the name of one in configs/scenarios.
+        scenario: String,
+        /// Seed of the network and the nodes (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where the report goes (default: sim-reports/<scenario>-<seed>-baseline).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Messages to publish, evenly over the timeline from random providers
+        /// (default: the offer versions the scenario's plan publishes, at its times).
+        #[arg(long)]
+        messages: Option<usize>,
+    },
     /// List the shipped scenarios.
     List {
         /// Directory of scenario files.
@@ -72,6 +89,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(e) => println!("{:<18} invalid: {e}", path.display()),
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Baseline { scenario, seed, out, messages } => {
+            let path = fulcrum_sim::resolve(&scenario);
+            let scenario = Scenario::load(&path)?;
+            let seed_used = seed.unwrap_or(scenario.seed);
+            let out =
+                out.unwrap_or_else(|| PathBuf::from(format!("sim-reports/{}-{seed_used}-baseline", scenario.name)));
+            eprintln!(
+                "running bare gossipsub on {} ({} nodes) with seed {seed_used}",
+                scenario.name,
+                scenario.nodes.providers + scenario.nodes.consumers
+            );
+            let options = fulcrum_sim::baseline::BaselineOptions { seed, messages };
+            let baseline = fulcrum_sim::baseline::run_and_write(&scenario, &options, &out)?;
+            println!("{}", baseline.summary());
+            eprintln!("report: {}", out.join("baseline.md").display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { scenario, seed, out, work_dir, log_level, quiet } => {

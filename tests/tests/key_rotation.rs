@@ -3,9 +3,11 @@
 //! to a new key; the provider comes back with a new peer id, still a member
 //! on its old certificate; the consumer follows the identity (the old key's
 //! offers are dropped, the new key's accepted) and makes a new contract with
-//! it; the units of the old key's contract stay committed; both logs verify,
-//! the provider's across the rotation, and the old contract is still listed
-//! on both sides.
+//! it; the units of the old key's contracts stay committed; either side can
+//! still terminate a contract the old key made (the new key speaks for it,
+//! and the other side logs the rotation before that termination); both logs
+//! verify, the provider's across the rotation, and the old contracts are
+//! still listed on both sides.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -154,18 +156,20 @@ fn peers_follow_a_rotated_key_and_old_contracts_stay_verifiable() {
     let mut provider = member(root, "provider", &[], &env);
     let consumer = member(root, "consumer", &[provider.addr()], &env);
     let old_key = provider.node_key();
-    // Two units: one sold before the rotation, one after, none more.
-    let offer = offer_file(root, "fra1-c8m32", "DE", 2, "0.42");
+    // Three units: two sold before the rotation, one after, none more.
+    let offer = offer_file(root, "fra1-c8m32", "DE", 3, "0.42");
     assert!(provider.ctl(&["offers", "publish", offer.to_str().unwrap()]).status.success());
     let seen = wait_for(Duration::from_secs(30), || {
         (offers(&consumer) == [("fra1-c8m32".into(), old_key.clone())]).then_some(())
     });
     assert!(seen.is_some(), "the consumer lists {:?}:\n{}", offers(&consumer), consumer.log());
-    let out = place(&consumer);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), consumer.log());
+    for _ in 0..2 {
+        let out = place(&consumer);
+        assert!(out.status.success(), "{}\n{}", stderr(&out), consumer.log());
+    }
     let before = contracts(&consumer);
-    assert_eq!(before.len(), 1);
-    assert_eq!(before[0].2, old_key);
+    assert_eq!(before.len(), 2);
+    assert!(before.iter().all(|(_, _, key)| *key == old_key), "{before:?}");
 
     // Not while the node runs.
     let out = rotate(&provider);
@@ -242,26 +246,47 @@ fn peers_follow_a_rotated_key_and_old_contracts_stay_verifiable() {
     let out = place(&consumer);
     assert!(out.status.success(), "{}\n{}\n{}", stderr(&out), consumer.log(), provider.log());
     let after = contracts(&consumer);
-    assert_eq!(after.len(), 2, "{after:?}");
-    assert!(after.contains(&before[0]), "the old contract is still listed: {after:?}");
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(before.iter().all(|c| after.contains(c)), "the old contracts are still listed: {after:?}");
     assert!(after.iter().any(|(_, role, key)| role == "consumer" && *key == new_key), "{after:?}");
-    // The provider lists both as its own, and the old contract's unit is
-    // still committed: the offer's two units are sold.
+    // The provider lists all three as its own, and the old contracts' units
+    // are still committed: the offer's three units are sold.
     let sold = contracts(&provider);
-    assert_eq!(sold.len(), 2, "{sold:?}");
+    assert_eq!(sold.len(), 3, "{sold:?}");
     assert!(sold.iter().all(|(_, role, _)| role == "provider"), "{sold:?}");
     let out = place(&consumer);
-    assert!(!out.status.success(), "a third unit was sold: {}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(contracts(&provider).len(), 2);
+    assert!(!out.status.success(), "a fourth unit was sold: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(contracts(&provider).len(), 3);
+
+    // Contracts of the old key end from either side: the rotated provider
+    // terminates one, the consumer the other; each side records both.
+    let state = |d: &Daemon, id: &str| {
+        d.ctl_json(&["contracts", "show", id]).ok().and_then(|v| v["state"].as_str().map(str::to_owned))
+    };
+    let ended = |d: &Daemon, id: &str| {
+        wait_for(Duration::from_secs(20), || (state(d, id).as_deref() == Some("terminated")).then_some(())).is_some()
+    };
+    let (first, second) = (&before[0].0, &before[1].0);
+    let out = provider.ctl(&["contracts", "terminate", first, "--reason", "provider-maintenance"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ended(&consumer, first), "the consumer took no termination from the new key:\n{}", consumer.log());
+    let out = consumer.ctl(&["contracts", "terminate", second, "--reason", "customer-request"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(ended(&provider, second), "the rotated provider missed the termination:\n{}", provider.log());
 
     // Both logs verify: the provider's across the rotation.
     let report = verified(&provider);
     assert_eq!(report["rotations"].as_u64(), Some(1), "{report}");
     assert_eq!(report["node_key"].as_str(), Some(old_key.as_str()), "{report}");
     assert_eq!(report["node_key_now"].as_str(), Some(new_key.as_str()), "{report}");
-    assert_eq!(report["contracts"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["contracts"].as_u64(), Some(3), "{report}");
+    assert_eq!(report["terminations"].as_u64(), Some(2), "{report}");
+    // The consumer's log holds the provider's rotation before the
+    // termination its new key signed.
     let report = verified(&consumer);
-    assert_eq!(report["contracts"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["contracts"].as_u64(), Some(3), "{report}");
+    assert_eq!(report["terminations"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["successions"].as_u64(), Some(1), "{report}");
     // And offline, from an export.
     let file = root.join("provider.export");
     let out = provider.ctl(&["audit", "export", "--out", file.to_str().unwrap()]);
@@ -273,5 +298,6 @@ fn peers_follow_a_rotated_key_and_old_contracts_stay_verifiable() {
     provider.terminate();
     provider.spawn();
     assert_eq!(provider.ctl_json(&["status"]).unwrap()["membership"].as_str(), Some("member"));
-    assert_eq!(contracts(&provider).len(), 2);
+    assert_eq!(contracts(&provider).len(), 3);
+    assert_eq!(state(&provider, first).as_deref(), Some("terminated"));
 }

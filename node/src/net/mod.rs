@@ -135,21 +135,27 @@ pub fn swarm(
     })
 }
 
-/// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:
-/// every payload is already a signed envelope, so a second (gossipsub)
-/// signature would only double the verification work.
-pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) -> Result<Behaviour, String> {
-    let peer_id = key.public().to_peer_id();
-    let gossip_config = gossipsub::ConfigBuilder::default()
+/// The gossipsub configuration of a node: anonymous, content-addressed
+/// message ids (SHA-256 of the payload), messages forwarded only once the
+/// application validated them, Fulcrum's largest message and heartbeat.
+pub fn gossip_config() -> Result<gossipsub::Config, String> {
+    gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(|m: &gossipsub::Message| MessageId::from(Sha256::digest(&m.data).to_vec()))
         .max_transmit_size(MAX_GOSSIP_BYTES)
         .heartbeat_interval(Duration::from_millis(700))
         .build()
-        .map_err(|e| format!("gossipsub config: {e}"))?;
-    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config)?;
-    let (params, thresholds) = scoring(topics);
+        .map_err(|e| format!("gossipsub config: {e}"))
+}
+
+/// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:
+/// every payload is already a signed envelope, so a second (gossipsub)
+/// signature would only double the verification work.
+pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) -> Result<Behaviour, String> {
+    let peer_id = key.public().to_peer_id();
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config()?)?;
+    let (params, thresholds) = gossip_scoring(topics);
     gossipsub.with_peer_score(params, thresholds)?;
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -186,7 +192,7 @@ pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) 
 /// Peer scoring tuned for a quiet mesh: offers and checkpoints are rare, so the default
 /// penalties for delivering few messages would graylist honest peers. What
 /// costs score here is sending invalid messages.
-fn scoring(topics: &[TopicHash]) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+pub fn gossip_scoring(topics: &[TopicHash]) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let topic = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         time_in_mesh_weight: 0.01,

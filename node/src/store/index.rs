@@ -226,7 +226,8 @@ impl Index {
             | Record::Abandoned { .. }
             | Record::Evidence { .. }
             | Record::Revocation { .. }
-            | Record::Rotation { .. } => {}
+            | Record::Rotation { .. }
+            | Record::Succession { .. } => {}
             Record::Placement { placement } => {
                 let entry = PlacementEntry { log_index, record: placement.clone() };
                 let value = serde_json::to_vec(&entry).map_err(|e| IndexError::Corrupt(e.to_string()))?;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use rand_core::RngCore;
 
 use super::outbox::TerminationOutbox;
-use super::{Event, Outgoing, Role, Step};
+use super::{Event, Outgoing, Role, Step, Successors};
 use crate::contract::{ContractTerms, SignedContract};
 use crate::envelope::Envelope;
 use crate::ids::{ContractId, HoldId, NegotiationId, RequestId};
@@ -26,6 +26,7 @@ use crate::messages::{
 };
 use crate::offer::{Flavour, Offer, Price, Site};
 use crate::record::Record;
+use crate::rotation::KeyRotation;
 
 /// What the consumer wants from one offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +192,10 @@ pub struct Consumer {
     by_request: HashMap<RequestId, NegotiationId>,
     contracts: HashMap<ContractId, (SignedContract, Lifecycle)>,
     terminations: TerminationOutbox,
+    /// The keys this node had before its key in use (key rotation).
+    previous: Vec<PublicKey>,
+    /// Providers' keys that took over from the keys their contracts name.
+    successors: Successors,
     /// Contracts found ended at restore whose expiry the log does not hold
     /// yet: the next tick records them.
     unrecorded_ends: Vec<ContractId>,
@@ -207,6 +212,8 @@ impl Consumer {
             by_request: HashMap::new(),
             contracts: HashMap::new(),
             terminations: TerminationOutbox::default(),
+            previous: Vec::new(),
+            successors: Successors::default(),
             unrecorded_ends: Vec::new(),
         }
     }
@@ -236,6 +243,7 @@ impl Consumer {
         now_ms: u64,
     ) -> Consumer {
         let mut c = Consumer::new(identity, federation, limits);
+        c.previous = previous.to_vec();
         let me = c.identity.public();
         let mine = |key: &PublicKey| *key == me || previous.contains(key);
         let mut pending: HashMap<ContractId, SignedContract> = HashMap::new();
@@ -260,6 +268,9 @@ impl Consumer {
                             c.terminations.restore(envelope, t.provider, t.end_ms, &c.limits);
                         }
                     }
+                }
+                Record::Succession { rotation } => {
+                    c.successors.restore(rotation);
                 }
                 Record::Expiry { contract_id, .. } => {
                     if let Some((_, state)) = c.contracts.get_mut(contract_id)
@@ -465,7 +476,7 @@ impl Consumer {
     fn negotiation_for(&self, from: PublicKey, request_id: RequestId) -> Option<NegotiationId> {
         let id = self.by_request.get(&request_id)?;
         let n = self.negotiations.get(id)?;
-        (n.provider == from && n.current.contains(&request_id)).then_some(*id)
+        (self.successors.speaks_for(&n.provider, &from) && n.current.contains(&request_id)).then_some(*id)
     }
 
     /// True when some negotiation has moved past proposing with this hold.
@@ -705,7 +716,8 @@ impl Consumer {
     /// carries our own signature, so it binds us and must be in our log.
     fn accept_countersigned(&mut self, from: PublicKey, contract: SignedContract) -> Step {
         let t = contract.terms();
-        if t.provider != from || t.consumer != self.public() || !contract.is_countersigned() {
+        let mine = t.consumer == self.public() || self.previous.contains(&t.consumer);
+        if !self.successors.speaks_for(&t.provider, &from) || !mine || !contract.is_countersigned() {
             return Step::default();
         }
         let id = contract.id();
@@ -788,12 +800,13 @@ impl Consumer {
             );
             return step;
         };
-        if contract.terms().provider != from {
+        if !self.successors.speaks_for(&contract.terms().provider, &from) {
             return reject_step(from, t.request_id, "not a party to this contract");
         }
         let mut step = Step::default();
         if *state == Lifecycle::Active {
             *state = Lifecycle::Terminated;
+            step.persist = self.successors.records(&contract.terms().provider, &from);
             step.persist.push(Record::Termination { contract_id: t.contract_id, envelope: envelope.clone() });
             step.events.push(Event::ContractTerminated {
                 contract_id: t.contract_id,
@@ -806,6 +819,13 @@ impl Consumer {
             Message::Terminated(Terminated { request_id: t.request_id, contract_id: t.contract_id, at_ms: t.at_ms }),
         );
         step
+    }
+
+    /// A provider rotated its key (`rotation`, already checked): messages from the new key
+    /// about the contracts `old` made (commits, status, termination) are its
+    /// own.
+    pub fn follow_rotation(&mut self, rotation: KeyRotation) {
+        self.successors.insert(rotation);
     }
 
     /// Ends a contract early from the consumer's side: persist, then send.

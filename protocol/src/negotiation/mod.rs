@@ -12,10 +12,13 @@ mod provider;
 pub use consumer::{Consumer, ConsumerError, FailReason, PlaceTerms};
 pub use provider::Provider;
 
+use std::collections::{HashMap, HashSet};
+
 use crate::ids::{ContractId, HoldId, NegotiationId};
 use crate::keys::PublicKey;
 use crate::messages::{Message, RejectCode, TerminationReason};
 use crate::record::Record;
+use crate::rotation::KeyRotation;
 
 /// A message for a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,5 +164,73 @@ impl Step {
 
     fn send(&mut self, to: PublicKey, message: Message) {
         self.send.push(Outgoing { to, message });
+    }
+}
+
+/// Keys that took over from other keys by key rotation. A contract names
+/// the keys its parties had when they signed it; after a party rotates, its
+/// messages about that contract come from the new key, which speaks for the
+/// old one. Before the first record such a message leaves in the log, the
+/// rotation statements that link the two keys go into the log too
+/// ([`Record::Succession`]), so the log alone shows who spoke for whom.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Successors {
+    by_old: HashMap<PublicKey, KeyRotation>,
+    /// Old keys whose rotation the log already holds.
+    logged: HashSet<PublicKey>,
+}
+
+impl Successors {
+    /// Longest chain of rotations followed.
+    const MAX_CHAIN: usize = 16;
+
+    /// A rotation learned (its signatures checked by whoever hands it over).
+    pub(crate) fn insert(&mut self, rotation: KeyRotation) {
+        let old = rotation.body().old_key;
+        if old != rotation.body().new_key {
+            self.by_old.insert(old, rotation);
+        }
+    }
+
+    /// A rotation read back from the log.
+    pub(crate) fn restore(&mut self, rotation: &KeyRotation) {
+        self.logged.insert(rotation.body().old_key);
+        self.insert(rotation.clone());
+    }
+
+    /// The rotations that lead from `named` to `from`: none when they are
+    /// the same key, `None` when `from` does not speak for `named`.
+    fn chain(&self, named: &PublicKey, from: &PublicKey) -> Option<Vec<&KeyRotation>> {
+        let (mut key, mut chain) = (named, Vec::new());
+        for _ in 0..=Self::MAX_CHAIN {
+            if key == from {
+                return Some(chain);
+            }
+            let rotation = self.by_old.get(key)?;
+            chain.push(rotation);
+            key = &rotation.body().new_key;
+        }
+        None
+    }
+
+    /// True when `from` is `named`, or a key that took over from it.
+    pub(crate) fn speaks_for(&self, named: &PublicKey, from: &PublicKey) -> bool {
+        self.chain(named, from).is_some()
+    }
+
+    /// The succession records to log before a record that `from` signed
+    /// about a contract naming `named`: those the log does not hold yet.
+    pub(crate) fn records(&mut self, named: &PublicKey, from: &PublicKey) -> Vec<Record> {
+        let fresh: Vec<KeyRotation> = self
+            .chain(named, from)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !self.logged.contains(&r.body().old_key))
+            .cloned()
+            .collect();
+        for r in &fresh {
+            self.logged.insert(r.body().old_key);
+        }
+        fresh.into_iter().map(|rotation| Record::Succession { rotation }).collect()
     }
 }

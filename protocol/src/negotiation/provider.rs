@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use rand_core::RngCore;
 
 use super::outbox::TerminationOutbox;
-use super::{Event, HoldEnd, Role, Step};
+use super::{Event, HoldEnd, Role, Step, Successors};
 use crate::contract::{ContractTerms, SignedContract};
 use crate::envelope::Envelope;
 use crate::ids::{ContractId, HoldId, NegotiationId, RequestId};
@@ -21,6 +21,7 @@ use crate::messages::{
 };
 use crate::offer::{Offer, OfferError, SignedOffer};
 use crate::record::Record;
+use crate::rotation::KeyRotation;
 
 #[derive(Debug, Clone)]
 struct LiveHold {
@@ -61,6 +62,8 @@ pub struct Provider {
     contracts: HashMap<ContractId, Held>,
     contract_by_hold: HashMap<HoldId, ContractId>,
     terminations: TerminationOutbox,
+    /// Consumers' keys that took over from the keys their contracts name.
+    successors: Successors,
     accepting: bool,
     /// Contracts found ended at restore whose expiry the log does not hold
     /// yet: the next tick records them.
@@ -82,6 +85,7 @@ impl Provider {
             contracts: HashMap::new(),
             contract_by_hold: HashMap::new(),
             terminations: TerminationOutbox::default(),
+            successors: Successors::default(),
             accepting: true,
             unrecorded_ends: Vec::new(),
         }
@@ -142,6 +146,9 @@ impl Provider {
                         let (to, end_ms) = (t.consumer, t.end_ms);
                         p.terminations.restore(envelope, to, end_ms, &p.limits);
                     }
+                }
+                Record::Succession { rotation } => {
+                    p.successors.restore(rotation);
                 }
                 Record::Expiry { contract_id, .. } => {
                     p.finish(*contract_id, Lifecycle::Ended);
@@ -584,7 +591,7 @@ impl Provider {
             },
         };
         if let Some(c) = &contract
-            && c.terms().consumer != from
+            && !self.successors.speaks_for(&c.terms().consumer, &from)
         {
             return reject(from, rid, RejectCode::NotAParty, "not a party to this contract");
         }
@@ -595,7 +602,7 @@ impl Provider {
         let Some(held) = self.contracts.get(&t.contract_id) else {
             return reject(from, t.request_id, RejectCode::UnknownContract, "no such contract");
         };
-        if held.contract.terms().consumer != from {
+        if !self.successors.speaks_for(&held.contract.terms().consumer, &from) {
             return reject(from, t.request_id, RejectCode::NotAParty, "not a party to this contract");
         }
         let ack =
@@ -603,8 +610,10 @@ impl Provider {
         if held.state != Lifecycle::Active {
             return reply(from, ack);
         }
+        let consumer = held.contract.terms().consumer;
         self.finish(t.contract_id, Lifecycle::Terminated);
         let mut step = reply(from, ack);
+        step.persist = self.successors.records(&consumer, &from);
         step.persist.push(Record::Termination { contract_id: t.contract_id, envelope: envelope.clone() });
         step.events.push(Event::ContractTerminated {
             contract_id: t.contract_id,
@@ -612,6 +621,12 @@ impl Provider {
             role: Role::Provider,
         });
         step
+    }
+
+    /// A consumer rotated its key (`rotation`, already checked): messages from the new key
+    /// about the contracts `old` made (status, termination) are its own.
+    pub fn follow_rotation(&mut self, rotation: KeyRotation) {
+        self.successors.insert(rotation);
     }
 
     /// Ends a contract early from the provider's side. Persist the returned
