@@ -249,6 +249,9 @@ struct Audit {
     /// Notes in `file`.
     count: u64,
     last_signed: Instant,
+    /// The size of the last checkpoint gossiped, and when.
+    announced: Option<u64>,
+    last_announced: Instant,
     interval: Duration,
     every: u64,
     /// Leaf hash to log index of every contract record.
@@ -298,7 +301,10 @@ impl Audit {
                 );
             }
         }
-        let mut witness = Witness::new(&config.federation, me);
+        // Each node is asked about consistency at most once per two
+        // checkpoint intervals, about its newest checkpoint by then.
+        let mut witness = Witness::new(&config.federation, me)
+            .with_min_ask_interval(config.ms(&config.checkpoint_interval).saturating_mul(2));
         for note in index.witnessed()? {
             witness.restore(&note);
         }
@@ -337,6 +343,8 @@ impl Audit {
             file,
             count,
             last_signed: Instant::now(),
+            announced: None,
+            last_announced: Instant::now(),
             interval: Duration::from_millis(config.ms(&config.checkpoint_interval)),
             every: config.checkpoint_records,
             contract_leaves,
@@ -808,8 +816,14 @@ impl Node {
                     self.ask_proof(key, wire::proof_request::Request::Consistency(request), ProofAsk::Consistency(key));
                 }
             }
+            // Peers discovered are dialled while the node has fewer than half
+            // its `max_peers`: the other half is room for peers that dial in
+            // and for counterparties of negotiations. Dialling on at the limit
+            // only makes connections that the limit closes again, each a full
+            // handshake, over and over.
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
-                if !self.swarm.is_connected(&peer) =>
+                if !self.swarm.is_connected(&peer)
+                    && self.swarm.connected_peers().count() < discovery_target(self.config.max_peers) =>
             {
                 let _ = self.swarm.dial(peer);
             }
@@ -1091,6 +1105,9 @@ impl Node {
         if !step.is_empty() {
             self.perform(step, None);
         }
+        for outcome in self.audit.witness.due(now, &mut self.rng) {
+            self.on_outcome(outcome);
+        }
         let step = self.consumer.tick(now, &mut self.rng);
         if !step.is_empty() {
             self.perform(step, None);
@@ -1315,19 +1332,46 @@ impl Node {
 
     /// Signs a checkpoint of the durable log when it grew and one is due
     /// (or always with `force`), keeps it and gossips it.
+    /// Signs a checkpoint of the log when one is due (every `interval`, or
+    /// every `every` records), or at once with `force`. Only the tick
+    /// (`force` false) gossips checkpoints, on the same schedule: a
+    /// checkpoint signed on demand (to answer a proof, for an export) goes
+    /// out at the next due tick, so that questions about checkpoints never
+    /// make more checkpoints to ask about.
     fn maybe_checkpoint(&mut self, force: bool) {
         let (size, root) = self.log.with_tree(|t| (t.len(), t.root()));
-        let signed_size = self.audit.own.as_ref().map(|cp| cp.checkpoint().size);
-        if signed_size == Some(size) && self.audit.own.as_ref().is_some_and(|cp| cp.checkpoint().root == root) {
+        let signed = self.audit.own.as_ref().map(|cp| (cp.checkpoint().size, cp.checkpoint().root));
+        let every = self.audit.every;
+        let grown = move |since: Option<u64>| size.saturating_sub(since.unwrap_or(0)) >= every;
+        if signed != Some((size, root)) {
+            let signed_size = signed.map(|(s, _)| s);
+            if force || signed.is_none() || grown(signed_size) || self.audit.last_signed.elapsed() >= self.audit.interval
+            {
+                self.sign_checkpoint(size, root);
+            }
+        }
+        if force {
             return;
         }
-        let due = force
-            || signed_size.is_none()
-            || size.saturating_sub(signed_size.unwrap_or(0)) >= self.audit.every
-            || self.audit.last_signed.elapsed() >= self.audit.interval;
-        if !due {
+        let Some(own) = self.audit.own.as_ref() else { return };
+        let own_size = own.checkpoint().size;
+        let due = self.audit.announced.is_none()
+            || grown(self.audit.announced)
+            || self.audit.last_announced.elapsed() >= self.audit.interval;
+        if self.audit.announced == Some(own_size) || !due {
             return;
         }
+        let note = own.to_note();
+        self.audit.announced = Some(own_size);
+        self.audit.last_announced = Instant::now();
+        let bytes = wire::AuditGossip { item: Some(wire::audit_gossip::Item::Checkpoint(wire::Checkpoint { note })) }
+            .encode_to_vec();
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.audit.topic.clone(), bytes) {
+            debug!(error = %e, "checkpoint not gossiped now (peers ask for it when they connect)");
+        }
+    }
+
+    fn sign_checkpoint(&mut self, size: u64, root: Hash) {
         let cp = match sign_node_checkpoint(&self.identity, &self.config.federation, size, root) {
             Ok(cp) => cp,
             Err(e) => {
@@ -1344,16 +1388,19 @@ impl Node {
         debug!(size, "signed a checkpoint of the log");
         self.audit.own = Some(cp);
         self.audit.last_signed = Instant::now();
-        let bytes = wire::AuditGossip { item: Some(wire::audit_gossip::Item::Checkpoint(wire::Checkpoint { note })) }
-            .encode_to_vec();
-        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.audit.topic.clone(), bytes) {
-            debug!(error = %e, "checkpoint not gossiped now (peers ask for it when they connect)");
-        }
     }
 
     /// This node's checkpoint covering everything durable now.
     fn current_checkpoint(&mut self) -> Option<SignedCheckpoint> {
         self.maybe_checkpoint(self.audit.own.as_ref().map(|cp| cp.checkpoint().size) != Some(self.log.len()));
+        self.audit.own.clone()
+    }
+
+    /// This node's latest signed checkpoint (a fresh one only if it has none).
+    fn latest_checkpoint(&mut self) -> Option<SignedCheckpoint> {
+        if self.audit.own.is_none() {
+            self.maybe_checkpoint(true);
+        }
         self.audit.own.clone()
     }
 
@@ -1530,18 +1577,27 @@ impl Node {
         }
     }
 
+    /// Answers a witness or a counterparty. Consistency is proven up to
+    /// the latest signed checkpoint (signing one per question would make
+    /// every answer a new checkpoint for every peer to ask about); an
+    /// inclusion question about a record newer than that gets a fresh one.
     fn answer_proof(&mut self, request: wire::proof_request::Request) -> Option<Envelope> {
         use wire::proof_request::Request;
-        let latest = self.current_checkpoint()?;
         let now = now_ms();
         Some(match request {
             Request::Consistency(req) => {
+                let latest = self.latest_checkpoint()?;
                 self.log.with_tree(|tree| witness::answer_consistency(&self.identity, &req, tree, &latest))
             }
             Request::Inclusion(req) => {
                 let index = Hash::try_from(req.leaf_hash.as_slice())
                     .ok()
                     .and_then(|leaf| self.audit.contract_leaves.get(&leaf).copied());
+                let covered = self.audit.own.as_ref().map(|cp| cp.checkpoint().size);
+                let latest = match (index, covered) {
+                    (Some(i), Some(size)) if i < size => self.latest_checkpoint()?,
+                    _ => self.current_checkpoint()?,
+                };
                 self.log.with_tree(|tree| witness::answer_inclusion(&self.identity, &req, tree, index, &latest, now))
             }
         })
@@ -1972,4 +2028,10 @@ pub fn shutdown_signal() -> Pin<Box<dyn std::future::Future<Output = ()> + Send>
             _ => futures::future::pending::<()>().await,
         }
     })
+}
+
+/// How many peers a node dials on its own as it discovers them: half its
+/// `max_peers` (at least one).
+pub fn discovery_target(max_peers: u32) -> usize {
+    (max_peers as usize / 2).max(1)
 }

@@ -494,6 +494,13 @@ pub struct Witness {
     /// Per node: checkpoints known to be consistent, latest last.
     known: HashMap<PublicKey, VecDeque<SignedCheckpoint>>,
     pending: HashMap<PublicKey, PendingCheck>,
+    /// Least time between two consistency questions to one node.
+    min_ask_ms: u64,
+    /// When each node was last asked.
+    last_asked: HashMap<PublicKey, u64>,
+    /// Per node, the newest checkpoint seen and not asked about yet because
+    /// the node was asked recently; asked about by [`Witness::due`].
+    deferred: HashMap<PublicKey, SignedCheckpoint>,
 }
 
 impl std::fmt::Debug for Witness {
@@ -505,7 +512,52 @@ impl std::fmt::Debug for Witness {
 impl Witness {
     /// A witness for `federation`, run by `me` (own checkpoints are ignored).
     pub fn new(federation: &str, me: PublicKey) -> Witness {
-        Witness { federation: federation.to_owned(), me, known: HashMap::new(), pending: HashMap::new() }
+        Witness {
+            federation: federation.to_owned(),
+            me,
+            known: HashMap::new(),
+            pending: HashMap::new(),
+            min_ask_ms: 0,
+            last_asked: HashMap::new(),
+            deferred: HashMap::new(),
+        }
+    }
+
+    /// Asks each node about consistency at most once per `ms`: checkpoints
+    /// seen in between wait, and the newest of them is asked about when
+    /// [`Witness::due`] finds the time has come. Two checkpoints of one size
+    /// with different roots are still caught at once (that needs no
+    /// question). Each question costs the node an answer, so without this a
+    /// node would answer every witness for every checkpoint it signs.
+    pub fn with_min_ask_interval(mut self, ms: u64) -> Witness {
+        self.min_ask_ms = ms;
+        self
+    }
+
+    /// The questions whose time has come: for each node with a deferred
+    /// checkpoint, asked long enough ago and not being asked now.
+    pub fn due(&mut self, now_ms: u64, rng: &mut dyn rand_core::RngCore) -> Vec<Outcome> {
+        let ready: Vec<PublicKey> = self
+            .deferred
+            .keys()
+            .filter(|node| {
+                !self.pending.contains_key(*node)
+                    && self.last_asked.get(*node).is_none_or(|at| now_ms >= at.saturating_add(self.min_ask_ms))
+            })
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        for node in ready {
+            let Some(cp) = self.deferred.remove(&node) else { continue };
+            if self.is_known(&node, &cp) {
+                continue;
+            }
+            let Some(latest) = self.latest(&node).cloned() else { continue };
+            let (older, newer) =
+                if cp.checkpoint().size < latest.checkpoint().size { (cp, latest) } else { (latest, cp) };
+            out.push(self.ask_between(node, older, newer, now_ms, rng));
+        }
+        out
     }
 
     /// Restores a persisted latest checkpoint; invalid notes are skipped.
@@ -555,6 +607,14 @@ impl Witness {
             // One question per node at a time; gossip repeats itself.
             return Ok(None);
         }
+        if self.last_asked.get(&node).is_some_and(|at| now_ms < at.saturating_add(self.min_ask_ms)) {
+            // Asked recently: the newest checkpoint waits for its turn.
+            let newest = self.deferred.get(&node).map_or(0, |d| d.checkpoint().size);
+            if cp.checkpoint().size >= newest {
+                self.deferred.insert(node, cp);
+            }
+            return Ok(None);
+        }
         let (older, newer) = if cp.checkpoint().size < latest.checkpoint().size { (cp, latest) } else { (latest, cp) };
         Ok(Some(self.ask_between(node, older, newer, now_ms, rng)))
     }
@@ -570,6 +630,8 @@ impl Witness {
         let older = self.latest(&node).cloned();
         let request_id = RequestId::random(rng).to_vec();
         let old_size = older.as_ref().map_or(0, |cp| cp.checkpoint().size);
+        self.last_asked.insert(node, now_ms);
+        self.deferred.remove(&node);
         self.pending
             .insert(node, PendingCheck { request_id: request_id.clone(), older, newer: None, asked_at_ms: now_ms });
         wire::ConsistencyProofRequest { request_id, old_size, new_size: 0 }
@@ -665,6 +727,7 @@ impl Witness {
         now_ms: u64,
         rng: &mut dyn rand_core::RngCore,
     ) -> Outcome {
+        self.last_asked.insert(node, now_ms);
         let request_id = RequestId::random(rng).to_vec();
         let request = wire::ConsistencyProofRequest {
             request_id: request_id.clone(),
@@ -688,7 +751,8 @@ impl Witness {
             .into_iter()
             .flatten()
             .chain(pending.and_then(|p| p.older.as_ref()))
-            .chain(pending.and_then(|p| p.newer.as_ref()));
+            .chain(pending.and_then(|p| p.newer.as_ref()))
+            .chain(self.deferred.get(node));
         for other in candidates {
             if other.checkpoint().size == cp.checkpoint().size && other.checkpoint().root != cp.checkpoint().root {
                 let evidence = Box::new(Evidence::Conflicting { first: other.clone(), second: cp.clone() });

@@ -254,3 +254,46 @@ proptest! {
         }
     }
 }
+
+/// With a least interval between questions, checkpoints that arrive in
+/// between wait; the newest is asked about once the interval has passed, and
+/// a rewrite found that way is still evidence. A second root for a size
+/// already seen is caught at once, deferred or not.
+#[test]
+fn questions_are_spaced_and_the_newest_checkpoint_waits_its_turn() {
+    let mut rng = rng();
+    let mut node = Node::new(1);
+    node.append("a", 4);
+    let mut witness = Witness::new(FEDERATION, identity(2).public()).with_min_ask_interval(10_000);
+    witness.observe(&node.checkpoint().to_note(), T0, &mut rng).unwrap();
+    node.append("b", 2);
+    let first = witness.observe(&node.checkpoint().to_note(), T0, &mut rng).unwrap();
+    assert!(matches!(first, Some(Outcome::Ask { .. })), "{first:?}");
+    let seen = node.answer_all(&mut witness, first, &mut rng);
+    assert!(evidence_in(&seen).is_none());
+    // Two more checkpoints within the interval: no question yet.
+    node.append("c", 3);
+    assert_eq!(witness.observe(&node.checkpoint().to_note(), T0 + 1_000, &mut rng).unwrap(), None);
+    let mut forked = Node::new(1);
+    forked.append("z", node.tree.len() as usize);
+    let conflict = witness.observe(&forked.checkpoint().to_note(), T0 + 1_500, &mut rng).unwrap();
+    assert!(matches!(conflict, Some(Outcome::Evidence { .. })), "a second root at once: {conflict:?}");
+    node.append("d", 3);
+    assert_eq!(witness.observe(&node.checkpoint().to_note(), T0 + 2_000, &mut rng).unwrap(), None);
+    assert!(witness.due(T0 + 9_999, &mut rng).is_empty());
+    let due = witness.due(T0 + 10_000, &mut rng);
+    let [Outcome::Ask { request, .. }] = due.as_slice() else { panic!("one question: {due:?}") };
+    assert_eq!(request.new_size, node.tree.len(), "about the newest checkpoint");
+    let seen = node.answer_all(&mut witness, due.into_iter().next(), &mut rng);
+    assert!(evidence_in(&seen).is_none());
+    assert_eq!(witness.latest(&node.identity.public()).unwrap().checkpoint().size, node.tree.len());
+    assert!(witness.due(T0 + 60_000, &mut rng).is_empty(), "nothing left to ask");
+
+    // A rewrite seen between questions is still caught when its turn comes.
+    let mut rewritten = Node::new(1);
+    rewritten.append("x", node.tree.len() as usize + 5);
+    assert_eq!(witness.observe(&rewritten.checkpoint().to_note(), T0 + 11_000, &mut rng).unwrap(), None);
+    let due = witness.due(T0 + 20_000, &mut rng);
+    let seen = rewritten.answer_all(&mut witness, due.into_iter().next(), &mut rng);
+    assert_eq!(evidence_in(&seen).map(|e| e.kind_name()), Some("inconsistent-proof"), "{seen:?}");
+}

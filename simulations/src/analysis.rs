@@ -576,6 +576,7 @@ fn traffic(o: &Outcome) -> Traffic {
     let frames: Vec<f64> = nodes.iter().map(|n| (n.traffic[2] + n.traffic[3]) as f64).collect();
     let gossip: Vec<f64> = nodes.iter().map(|n| (n.gossip[0] + n.gossip[1] + n.gossip[2]) as f64).collect();
     let audit: f64 = nodes.iter().map(|n| n.gossip[4] as f64).sum();
+    let verdict = |i: usize| nodes.iter().map(|n| n.gossip[i] as f64).sum::<f64>() / k;
     let rates: Vec<f64> = nodes
         .iter()
         .map(|n| {
@@ -592,6 +593,7 @@ fn traffic(o: &Outcome) -> Traffic {
         gossip_messages_per_node_mean: gossip.iter().sum::<f64>() / k,
         gossip_messages_per_node_max: max(&gossip),
         audit_messages_per_node_mean: audit / k,
+        gossip_verdicts_per_node_mean: [verdict(0), verdict(1), verdict(2)],
         connections: o.connections,
     }
 }

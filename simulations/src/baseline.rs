@@ -321,7 +321,8 @@ async fn baseline(scenario: &Scenario, plan: &Plan, options: &BaselineOptions) -
         }
         let (tx, rx) = mpsc::unbounded_channel();
         orders.push(tx);
-        tasks.spawn(run_node(swarm, i, topic.clone(), rx, Arc::clone(&record)));
+        let target = fulcrum_node::daemon::discovery_target(config.max_peers);
+        tasks.spawn(run_node(swarm, i, topic.clone(), rx, Arc::clone(&record), target));
         if k % 50 == 49 {
             tokio::task::yield_now().await;
         }
@@ -478,6 +479,7 @@ async fn run_node(
     topic: gossipsub::IdentTopic,
     mut orders: mpsc::UnboundedReceiver<Order>,
     record: Arc<Record>,
+    target: usize,
 ) {
     // Discovery refreshes as the node's do: every 10 s while the routing
     // table is short, then every minute.
@@ -509,7 +511,7 @@ async fn run_node(
                     let _ = tx.send((swarm.connected_peers().count(), g.mesh_peers(&topic.hash()).count()));
                 }
             },
-            event = swarm.select_next_some() => on_event(&mut swarm, me, event, &record),
+            event = swarm.select_next_some() => on_event(&mut swarm, me, event, &record, target),
             _ = kad_refresh.tick() => {
                 let kad = &mut swarm.behaviour_mut().kad;
                 let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
@@ -522,7 +524,7 @@ async fn run_node(
     }
 }
 
-fn on_event(swarm: &mut Swarm<Bare>, me: usize, event: SwarmEvent<BareEvent>, record: &Record) {
+fn on_event(swarm: &mut Swarm<Bare>, me: usize, event: SwarmEvent<BareEvent>, record: &Record, target: usize) {
     match event {
         SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if endpoint.is_dialer() => {
             swarm.behaviour_mut().kad.add_address(&peer_id, endpoint.get_remote_address().clone());
@@ -532,8 +534,9 @@ fn on_event(swarm: &mut Swarm<Bare>, me: usize, event: SwarmEvent<BareEvent>, re
                 swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
         }
+        // The node's rule: discovered peers are dialled up to its discovery target.
         SwarmEvent::Behaviour(BareEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
-            if !swarm.is_connected(&peer) =>
+            if !swarm.is_connected(&peer) && swarm.connected_peers().count() < target =>
         {
             let _ = swarm.dial(peer);
         }

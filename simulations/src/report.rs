@@ -285,6 +285,9 @@ pub struct Traffic {
     /// Of the gossip messages, those of the audit topic (checkpoints and
     /// evidence), mean.
     pub audit_messages_per_node_mean: f64,
+    /// Of the gossip messages, how many were accepted, rejected (the
+    /// sender loses peer score) and ignored, means per node.
+    pub gossip_verdicts_per_node_mean: [f64; 3],
     /// Connections opened in all.
     pub connections: u64,
 }
@@ -642,6 +645,11 @@ impl Report {
             t.gossip_messages_per_node_max,
             t.audit_messages_per_node_mean,
             t.transmissions_per_node_mean
+        );
+        let [accepted, rejected, ignored] = t.gossip_verdicts_per_node_mean;
+        let _ = writeln!(
+            o,
+            "| gossip verdicts per node | {accepted:.1} accepted, {rejected:.1} rejected, {ignored:.1} ignored |"
         );
         let _ = writeln!(o, "| connections opened | {} |", t.connections);
         let _ = writeln!(
