@@ -1345,7 +1345,10 @@ impl Node {
         let grown = move |since: Option<u64>| size.saturating_sub(since.unwrap_or(0)) >= every;
         if signed != Some((size, root)) {
             let signed_size = signed.map(|(s, _)| s);
-            if force || signed.is_none() || grown(signed_size) || self.audit.last_signed.elapsed() >= self.audit.interval
+            if force
+                || signed.is_none()
+                || grown(signed_size)
+                || self.audit.last_signed.elapsed() >= self.audit.interval
             {
                 self.sign_checkpoint(size, root);
             }
