@@ -509,9 +509,9 @@ impl Node {
         let mut slow = tokio::time::interval(Duration::from_secs(5));
         // Discovery refreshes every 10 s while the routing table is short of a
         // bucket's worth of peers (a node that bootstrapped before its peers
-        // had met each other), then every minute.
+        // had met each other); after that, Kademlia's own refresh every five
+        // minutes is enough (each round dials dozens of peers).
         let mut kad_refresh = tokio::time::interval(Duration::from_secs(10));
-        let mut kad_rounds = 0u64;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -527,11 +527,10 @@ impl Node {
                 _ = kad_refresh.tick() => {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
-                    if known < 20 || kad_rounds.is_multiple_of(6) {
+                    if known < 20 {
                         let _ = kad.bootstrap();
                     }
-                    kad_rounds += 1;
-                }
+                    }
             }
         }
         info!("shutting down: no new proposals; finishing in-flight commits");
@@ -1271,6 +1270,9 @@ impl Node {
         }
         let announce = admin.is_some();
         let dropped = self.book.remove_provider(&member);
+        if let Err(e) = self.index.remove_provider_offers(&member) {
+            warn!(error = %e, "cannot prune a revoked member's offers from the index");
+        }
         info!(%member, offers_dropped = dropped, "revocation applied");
         if let Some(peer) = self.peer_ids.of(&member)
             && self.swarm.is_connected(&peer)
@@ -1730,6 +1732,9 @@ impl Node {
                 self.consumer.follow_rotation(rotation);
             }
             let dropped = self.book.remove_provider(&old);
+            if let Err(e) = self.index.remove_provider_offers(&old) {
+                warn!(error = %e, "cannot prune a retired key's offers from the index");
+            }
             info!(%old, offers_dropped = dropped, "a member rotated its key: the old key's offers are dropped");
         }
     }

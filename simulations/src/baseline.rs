@@ -3,8 +3,8 @@
 //! peers, count) as a scenario's plan, the same link model
 //! ([`Network::transport`]), the same gossipsub configuration and peer
 //! scoring as a node ([`net::gossip_config`], [`net::gossip_scoring`]) and
-//! the same discovery (Kademlia from the bootstrap peers, every peer found
-//! dialed), publishing random payloads of the size of a real offer envelope.
+//! the same discovery (Kademlia from the bootstrap peers, peers found dialed
+//! up to the node's discovery target), publishing random payloads of the size of a real offer envelope.
 //! What is left out is everything Fulcrum does with a message: no signature
 //! check, no offer book, no log, no index, no offer-book sync.
 
@@ -482,9 +482,8 @@ async fn run_node(
     target: usize,
 ) {
     // Discovery refreshes as the node's do: every 10 s while the routing
-    // table is short, then every minute.
+    // table is short, then Kademlia's own every five minutes.
     let mut kad_refresh = tokio::time::interval(Duration::from_secs(10));
-    let mut kad_rounds = 0u64;
     loop {
         tokio::select! {
             order = orders.recv() => match order {
@@ -515,10 +514,9 @@ async fn run_node(
             _ = kad_refresh.tick() => {
                 let kad = &mut swarm.behaviour_mut().kad;
                 let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
-                if known < 20 || kad_rounds.is_multiple_of(6) {
+                if known < 20 {
                     let _ = kad.bootstrap();
                 }
-                kad_rounds += 1;
             }
         }
     }
@@ -614,8 +612,8 @@ fn methodology() -> Vec<String> {
     vec![
         "Bare libp2p gossipsub on the simulator's network: the same nodes (keys, bootstrap peers, count) as the \
          scenario's plan, the same link model, the same gossipsub configuration and peer scoring as a node, and \
-         the same discovery (identify and Kademlia from the bootstrap peers, every peer found dialed, the same \
-         connection limits), so that the peer graph is built as the nodes build theirs."
+         the same discovery (identify and Kademlia from the bootstrap peers, peers found dialed up to half of \
+         max_peers, the same connection limits), so that the peer graph is built as the nodes build theirs."
             .into(),
         "Every message is random bytes of the size of an offer envelope of the plan (the median, encoded as a \
          node publishes it). The node runs gossipsub with validate_messages(); here every message is accepted \

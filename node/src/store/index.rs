@@ -377,6 +377,17 @@ impl Index {
         Ok(())
     }
 
+    /// Forgets every offer of one provider (revoked, or a retired key);
+    /// returns how many there were.
+    pub fn remove_provider_offers(&self, provider: &PublicKey) -> Result<usize, IndexError> {
+        let keys: Vec<sled::IVec> =
+            self.offers.scan_prefix(provider.to_bytes()).keys().collect::<Result<_, sled::Error>>()?;
+        for k in &keys {
+            self.offers.remove(k)?;
+        }
+        Ok(keys.len())
+    }
+
     /// Every remembered offer envelope.
     pub fn offers(&self) -> Result<Vec<Vec<u8>>, IndexError> {
         self.offers.iter().values().map(|v| Ok(v?.to_vec())).collect()
@@ -578,5 +589,21 @@ mod tests {
         index.meta.insert(APPLIED, &5u64.to_be_bytes()).expect("mark");
         assert_eq!(index.catch_up(&[], &me).expect("rebuild"), 0);
         assert!(index.placements().expect("list").is_empty());
+    }
+
+    /// A revoked member's or a retired key's offers leave the index, and
+    /// nobody else's do.
+    #[test]
+    fn a_providers_offers_are_removed_together() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let index = Index::open(&dir.path().join("index"), 1 << 20).expect("open");
+        let (a, b) = (Identity::from_secret_bytes(&[3; 32]).public(), Identity::from_secret_bytes(&[4; 32]).public());
+        for (provider, id) in [(a, "x"), (a, "y"), (b, "x")] {
+            let key = OfferKey { provider, offer_id: id.into() };
+            index.put_offer(&key, id.as_bytes()).expect("put");
+        }
+        assert_eq!(index.remove_provider_offers(&a).expect("remove"), 2);
+        assert_eq!(index.offers().expect("list"), vec![b"x".to_vec()]);
+        assert_eq!(index.remove_provider_offers(&a).expect("again"), 0);
     }
 }
