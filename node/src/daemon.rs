@@ -53,14 +53,19 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Offers per sync page.
-const SYNC_PAGE: usize = 500;
+/// Offers per sync page (fewer when they would not fit in a response).
+const SYNC_PAGE: usize = 2_000;
 /// Invalid messages a peer may send before it is disconnected.
 const MAX_STRIKES: u32 = 16;
 /// Steps waiting for the disk before inbound requests are refused.
 const MAX_PENDING_EFFECTS: usize = 8_192;
-/// Sync pages pulled from one peer per connection (enough for a full book).
-const MAX_SYNC_PAGES: u32 = 2_100;
+/// Sync pages pulled from one peer per connection: enough for a full book
+/// of the largest offers, which fill a response with fewer than a page.
+const MAX_SYNC_PAGES: u32 = 1_200;
+/// Peers whose offer books are pulled at once; the others wait their turn.
+/// A node joining a large federation connects to dozens of peers that all
+/// hold the same book.
+const MAX_CONCURRENT_SYNCS: usize = 4;
 /// Shared contracts asked about per audit round.
 const AUDIT_BATCH: usize = 64;
 /// Largest gossiped evidence envelope.
@@ -226,6 +231,8 @@ pub struct Node {
     shunned: HashMap<PeerId, u64>,
     /// Per peer, the last sync cursor and pages pulled in this connection.
     syncing: HashMap<PeerId, (Vec<u8>, u32)>,
+    /// Connected peers whose books are still to be pulled, in order.
+    sync_waiting: VecDeque<PeerId>,
     effects: FuturesOrdered<Durable>,
     placements: Placements,
     events: broadcast::Sender<ContractNotice>,
@@ -487,6 +494,7 @@ impl Node {
             strikes: HashMap::new(),
             shunned: HashMap::new(),
             syncing: HashMap::new(),
+            sync_waiting: VecDeque::new(),
             effects: FuturesOrdered::new(),
             placements,
             events,
@@ -783,7 +791,7 @@ impl Node {
                 // certificates are exchanged, so its authors can be checked.
                 if num_established.get() == 1 && self.members.is_open() {
                     debug!(%peer_id, "connected; pulling its offer book");
-                    self.request_sync(peer_id, Vec::new());
+                    self.start_sync(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
@@ -792,7 +800,8 @@ impl Node {
                 self.members.exchanged.remove(&peer_id);
                 self.rate.forget(&peer_id);
                 self.strikes.remove(&peer_id);
-                self.syncing.remove(&peer_id);
+                self.sync_waiting.retain(|p| *p != peer_id);
+                self.sync_ended(&peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(libp2p::identify::Event::Received {
                 peer_id,
@@ -1024,6 +1033,45 @@ impl Node {
         let _ = self.swarm.behaviour_mut().negotiate.send_response(channel, reject.seal(&self.identity).encode());
     }
 
+    /// Pulls a peer's offer book from the start, now or once fewer than
+    /// [`MAX_CONCURRENT_SYNCS`] pulls are running.
+    fn start_sync(&mut self, peer: PeerId) {
+        if self.syncing.contains_key(&peer) || self.sync_waiting.contains(&peer) {
+            return;
+        }
+        if self.syncing.len() >= MAX_CONCURRENT_SYNCS {
+            self.sync_waiting.push_back(peer);
+            return;
+        }
+        self.syncing.insert(peer, (Vec::new(), 0));
+        self.request_sync(peer, Vec::new());
+    }
+
+    /// A pull ended (finished, failed, or the peer left): the next waits no more.
+    fn sync_ended(&mut self, peer: &PeerId) {
+        self.syncing.remove(peer);
+        while self.syncing.len() < MAX_CONCURRENT_SYNCS {
+            let Some(next) = self.sync_waiting.pop_front() else { break };
+            if self.swarm.is_connected(&next) {
+                self.start_sync(next);
+            }
+        }
+    }
+
+    /// True when the book holds exactly this offer envelope, or a newer seq
+    /// of its offer: a duplicate or a stale version would be ignored anyway,
+    /// so its signature is not checked again. (One of the same seq with other
+    /// bytes is checked in full: it may be an equivocation.)
+    fn already_known(&self, w: &wire::Envelope) -> bool {
+        let Ok(offer) = wire::Offer::decode(w.body.as_slice()) else { return false };
+        let Ok(provider) = PublicKey::from_bytes(&offer.provider) else { return false };
+        let key = OfferKey { provider, offer_id: offer.offer_id };
+        self.book.get(&key).is_some_and(|e| {
+            let held = e.signed.offer().seq;
+            held > offer.seq || (held == offer.seq && e.signed.envelope().to_wire() == *w)
+        })
+    }
+
     fn request_sync(&mut self, peer: PeerId, cursor: Vec<u8>) {
         let req = wire::OfferSyncRequest { cursor, max_offers: SYNC_PAGE as u32 };
         self.swarm.behaviour_mut().sync.send_request(&peer, req.encode_to_vec());
@@ -1043,10 +1091,23 @@ impl Node {
                 let after = cursor_key(&req.cursor);
                 let max = (req.max_offers as usize).clamp(1, SYNC_PAGE);
                 let (page, next) = self.book.page(after.as_ref(), max);
-                let resp = wire::OfferSyncResponse {
-                    offers: page.iter().map(|s| s.envelope().to_wire()).collect(),
-                    next_cursor: next.map(|k| key_cursor(&k)).unwrap_or_default(),
+                // As many as fit in a response, with room for the framing.
+                let (mut offers, mut bytes) = (Vec::with_capacity(page.len()), 0);
+                for signed in &page {
+                    let w = signed.envelope().to_wire();
+                    bytes += w.encoded_len() + 8;
+                    if bytes > net::MAX_SYNC_BYTES - 64 * 1024 && !offers.is_empty() {
+                        break;
+                    }
+                    offers.push(w);
+                }
+                // Cut short: the next page starts after the last offer sent.
+                let next = match offers.len() {
+                    n if n < page.len() => page.get(n.saturating_sub(1)).map(|s| s.offer().key()),
+                    _ => next,
                 };
+                let resp =
+                    wire::OfferSyncResponse { offers, next_cursor: next.map(|k| key_cursor(&k)).unwrap_or_default() };
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp.encode_to_vec());
             }
             E::Message { peer, message: M::Response { response, .. }, .. } => {
@@ -1054,9 +1115,30 @@ impl Node {
                     self.strike(peer, "malformed sync response");
                     return;
                 };
+                // The next page is asked for before this one is checked, so
+                // that the transfer and the checking overlap.
+                if !resp.next_cursor.is_empty() {
+                    // A peer must walk its book forward and finish: a cursor
+                    // that does not advance, or endless pages, end the sync.
+                    let (last, pages) = self.syncing.entry(peer).or_insert((Vec::new(), 0));
+                    *pages += 1;
+                    if resp.next_cursor <= *last || *pages > MAX_SYNC_PAGES {
+                        self.sync_ended(&peer);
+                        self.strike(peer, "offer sync that does not advance");
+                        return;
+                    }
+                    *last = resp.next_cursor.clone();
+                    self.request_sync(peer, resp.next_cursor.clone());
+                } else {
+                    self.sync_ended(&peer);
+                }
                 let now = now_ms();
-                let (mut accepted, mut refused) = (0, 0);
+                let (mut accepted, mut refused, mut known) = (0, 0, 0);
                 for w in resp.offers.into_iter().take(SYNC_PAGE) {
+                    if self.already_known(&w) {
+                        known += 1;
+                        continue;
+                    }
                     let checked = Envelope::from_wire(w)
                         .map_err(fulcrum_protocol::offer::OfferError::from)
                         .and_then(|env| SignedOffer::from_envelope(env, &self.limits))
@@ -1074,24 +1156,12 @@ impl Node {
                 if refused > 0 {
                     self.strike(peer, "invalid offers in sync");
                 }
-                debug!(%peer, accepted, refused, "offer-book page synced");
-                if !resp.next_cursor.is_empty() {
-                    // A peer must walk its book forward and finish: a cursor
-                    // that does not advance, or endless pages, end the sync.
-                    let (last, pages) = self.syncing.entry(peer).or_insert((Vec::new(), 0));
-                    *pages += 1;
-                    if resp.next_cursor <= *last || *pages > MAX_SYNC_PAGES {
-                        self.syncing.remove(&peer);
-                        self.strike(peer, "offer sync that does not advance");
-                        return;
-                    }
-                    *last = resp.next_cursor.clone();
-                    self.request_sync(peer, resp.next_cursor);
-                } else {
-                    self.syncing.remove(&peer);
-                }
+                debug!(%peer, accepted, refused, known, "offer-book page synced");
             }
-            E::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "offer sync failed"),
+            E::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "offer sync failed");
+                self.sync_ended(&peer);
+            }
             _ => {}
         }
     }
@@ -1233,7 +1303,7 @@ impl Node {
         self.retire_rotated_keys();
         if !self.members.is_open() && self.members.exchanged.insert(peer) {
             debug!(%peer, "certificates exchanged; pulling its offer book");
-            self.request_sync(peer, Vec::new());
+            self.start_sync(peer);
         }
         if let Some(channel) = channel {
             let exchange = self.members.exchange();
