@@ -455,19 +455,10 @@ fn bare(key: &libp2p::identity::Keypair, max_peers: u32, topic: &gossipsub::Iden
     let (params, thresholds) = net::gossip_scoring(&[topic.hash()]);
     gossipsub.with_peer_score(params, thresholds).map_err(anyhow::Error::msg)?;
     gossipsub.subscribe(topic)?;
-    let mut kad_config = kad::Config::new(net::KAD_PROTOCOL);
-    kad_config.set_query_timeout(Duration::from_secs(30));
-    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-    kad.set_mode(Some(kad::Mode::Server));
     Ok(Bare {
-        limits: connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default()
-                .with_max_established(Some(max_peers))
-                .with_max_established_per_peer(Some(2))
-                .with_max_pending_incoming(Some(max_peers)),
-        ),
-        identify: identify::Behaviour::new(identify::Config::new("/fulcrum/1.0.0".into(), key.public())),
-        kad,
+        limits: net::limits(max_peers),
+        identify: net::identification(key),
+        kad: net::discovery(peer_id),
         gossipsub,
     })
 }

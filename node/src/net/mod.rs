@@ -149,6 +149,31 @@ pub fn gossip_config() -> Result<gossipsub::Config, String> {
         .map_err(|e| format!("gossipsub config: {e}"))
 }
 
+/// Kademlia as a node runs it: server mode on the federation's protocol.
+pub fn discovery(peer_id: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+    let mut config = kad::Config::new(KAD_PROTOCOL);
+    config.set_query_timeout(Duration::from_secs(30));
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), config);
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
+}
+
+/// A node's connection limits: `max_peers` established (two per peer at
+/// most) and as many pending inbound.
+pub fn limits(max_peers: u32) -> connection_limits::Behaviour {
+    connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(max_peers))
+            .with_max_established_per_peer(Some(2))
+            .with_max_pending_incoming(Some(max_peers)),
+    )
+}
+
+/// Identify, under the node's agent protocol.
+pub fn identification(key: &identity::Keypair) -> identify::Behaviour {
+    identify::Behaviour::new(identify::Config::new("/fulcrum/1.0.0".into(), key.public()))
+}
+
 /// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:
 /// every payload is already a signed envelope, so a second (gossipsub)
 /// signature would only double the verification work.
@@ -157,12 +182,7 @@ pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) 
     let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config()?)?;
     let (params, thresholds) = gossip_scoring(topics);
     gossipsub.with_peer_score(params, thresholds)?;
-
-    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-    kad_config.set_query_timeout(Duration::from_secs(30));
-    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-    kad.set_mode(Some(kad::Mode::Server));
-
+    let kad = discovery(peer_id);
     let rr = |protocol, max_request, max_response| {
         request_response::Behaviour::with_codec(
             BytesCodec::new(max_request, max_response),
@@ -173,13 +193,8 @@ pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) 
         )
     };
     Ok(Behaviour {
-        limits: connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default()
-                .with_max_established(Some(max_peers))
-                .with_max_established_per_peer(Some(2))
-                .with_max_pending_incoming(Some(max_peers)),
-        ),
-        identify: identify::Behaviour::new(identify::Config::new("/fulcrum/1.0.0".into(), key.public())),
+        limits: limits(max_peers),
+        identify: identification(key),
         kad,
         gossipsub,
         negotiate: rr(NEGOTIATE_PROTOCOL, MAX_NEGOTIATION_BYTES, MAX_NEGOTIATION_BYTES),
