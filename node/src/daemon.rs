@@ -538,7 +538,7 @@ impl Node {
                     if known < 20 {
                         let _ = kad.bootstrap();
                     }
-                    }
+                }
             }
         }
         info!("shutting down: no new proposals; finishing in-flight commits");
@@ -1090,24 +1090,8 @@ impl Node {
                 };
                 let after = cursor_key(&req.cursor);
                 let max = (req.max_offers as usize).clamp(1, SYNC_PAGE);
-                let (page, next) = self.book.page(after.as_ref(), max);
                 // As many as fit in a response, with room for the framing.
-                let (mut offers, mut bytes) = (Vec::with_capacity(page.len()), 0);
-                for signed in &page {
-                    let w = signed.envelope().to_wire();
-                    bytes += w.encoded_len() + 8;
-                    if bytes > net::MAX_SYNC_BYTES - 64 * 1024 && !offers.is_empty() {
-                        break;
-                    }
-                    offers.push(w);
-                }
-                // Cut short: the next page starts after the last offer sent.
-                let next = match offers.len() {
-                    n if n < page.len() => page.get(n.saturating_sub(1)).map(|s| s.offer().key()),
-                    _ => next,
-                };
-                let resp =
-                    wire::OfferSyncResponse { offers, next_cursor: next.map(|k| key_cursor(&k)).unwrap_or_default() };
+                let resp = sync_page(&self.book, after.as_ref(), max, net::MAX_SYNC_BYTES - 64 * 1024);
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp.encode_to_vec());
             }
             E::Message { peer, message: M::Response { response, .. }, .. } => {
@@ -1402,8 +1386,6 @@ impl Node {
 
     // ---- verifiable log ------------------------------------------------
 
-    /// Signs a checkpoint of the durable log when it grew and one is due
-    /// (or always with `force`), keeps it and gossips it.
     /// Signs a checkpoint of the log when one is due (every `interval`, or
     /// every `every` records), or at once with `force`. Only the tick
     /// (`force` false) gossips checkpoints, on the same schedule: a
@@ -1587,8 +1569,7 @@ impl Node {
         while asked < AUDIT_BATCH {
             let Some(contract) = self.audit.unproven.pop_front() else { break };
             let t = contract.terms();
-            let mine = |key: &PublicKey| *key == self.me || self.members.previous_keys().contains(key);
-            let other = if mine(&t.provider) { t.consumer } else { t.provider };
+            let other = if self.members.is_own(&t.provider) { t.consumer } else { t.provider };
             let request = witness::inclusion_request(&contract, RequestId::random(&mut self.rng));
             let ask = ProofAsk::Inclusion { contract: Box::new(contract.clone()), reply: None };
             if self.ask_proof(other, wire::proof_request::Request::Inclusion(request), ask) {
@@ -1781,8 +1762,7 @@ impl Node {
             }
         };
         let t = contract.terms();
-        let mine = |key: &PublicKey| *key == self.me || self.members.previous_keys().contains(key);
-        let other = if mine(&t.provider) { t.consumer } else { t.provider };
+        let other = if self.members.is_own(&t.provider) { t.consumer } else { t.provider };
         if !self.peer_ids.of(&other).is_some_and(|peer| self.swarm.is_connected(&peer)) {
             let _ = tx.send(Err(format!("the other party {} is not connected; try again when it is", other.short())));
             return;
@@ -2016,6 +1996,28 @@ fn cursor_key(cursor: &[u8]) -> Option<OfferKey> {
     Some(OfferKey { provider, offer_id })
 }
 
+/// One page of offer-book sync after `after`: at most `max` offers, and no
+/// more than fit in `budget` bytes (at least one, so that a pull always
+/// moves on); the cursor names the last offer sent when more remain.
+fn sync_page(book: &OfferBook, after: Option<&OfferKey>, max: usize, budget: usize) -> wire::OfferSyncResponse {
+    let (page, next) = book.page(after, max);
+    let (mut offers, mut bytes) = (Vec::with_capacity(page.len()), 0);
+    for signed in &page {
+        let w = signed.envelope().to_wire();
+        bytes += w.encoded_len() + 8;
+        if bytes > budget && !offers.is_empty() {
+            break;
+        }
+        offers.push(w);
+    }
+    // Cut short: the next page starts after the last offer sent.
+    let next = match offers.len() {
+        n if n < page.len() => page.get(n.saturating_sub(1)).map(|s| s.offer().key()),
+        _ => next,
+    };
+    wire::OfferSyncResponse { offers, next_cursor: next.map(|k| key_cursor(&k)).unwrap_or_default() }
+}
+
 fn key_cursor(key: &OfferKey) -> Vec<u8> {
     let mut c = key.provider.to_bytes().to_vec();
     c.extend_from_slice(key.offer_id.as_bytes());
@@ -2112,4 +2114,50 @@ pub fn shutdown_signal() -> Pin<Box<dyn std::future::Future<Output = ()> + Send>
 /// `max_peers` (at least one).
 pub fn discovery_target(max_peers: u32) -> usize {
     (max_peers as usize / 2).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page cut short by its byte budget continues after the last offer
+    /// sent: walking the cursors yields every offer once, in order, and a
+    /// budget smaller than one offer still moves on by one.
+    #[test]
+    fn sync_pages_fit_their_budget_and_walk_the_whole_book() {
+        let limits = Limits::default();
+        let id = Identity::from_secret_bytes(&[5; 32]);
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/offers/de-general.toml"))
+            .expect("example offer");
+        let mut book = OfferBook::new(&limits);
+        let mut all = Vec::new();
+        for n in 0..5 {
+            let (mut w, _) = crate::offer_file::parse_offer_file(&text).expect("parses");
+            w.provider = id.public().to_bytes().to_vec();
+            w.federation = "dev".into();
+            w.offer_id = format!("offer-{n}");
+            w.seq = 1;
+            w.issued_at_ms = 1_000;
+            w.expires_at_ms = 3_600_000;
+            let signed = Offer::from_wire(w, &limits).expect("valid").sign(&id);
+            all.push(signed.envelope().to_wire());
+            book.insert(signed, BTreeSet::new(), 2_000).expect("inserted");
+        }
+        let one = all[0].encoded_len() + 8;
+        for (budget, per_page) in [(2 * one, 2), (1, 1), (100 * one, 5)] {
+            let (mut walked, mut after, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let resp = sync_page(&book, after.as_ref(), SYNC_PAGE, budget);
+                assert!(resp.offers.len() <= per_page, "budget {budget}: {} offers", resp.offers.len());
+                pages += 1;
+                walked.extend(resp.offers);
+                if resp.next_cursor.is_empty() {
+                    break;
+                }
+                after = cursor_key(&resp.next_cursor);
+            }
+            assert_eq!(walked, all, "budget {budget}");
+            assert_eq!(pages, all.len().div_ceil(per_page), "budget {budget}");
+        }
+    }
 }

@@ -208,6 +208,11 @@ impl Members {
         self.chain.previous()
     }
 
+    /// True when `key` is this node's, now or before a key rotation.
+    pub fn is_own(&self, key: &PublicKey) -> bool {
+        self.chain.contains(key)
+    }
+
     /// The key in use of the member that once had `key`: `key` itself unless
     /// rotations handed it over (followed to the end of their chain).
     pub fn current_key(&self, key: &PublicKey) -> PublicKey {

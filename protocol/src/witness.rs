@@ -607,7 +607,11 @@ impl Witness {
             // One question per node at a time; gossip repeats itself.
             return Ok(None);
         }
-        if self.last_asked.get(&node).is_some_and(|at| now_ms < at.saturating_add(self.min_ask_ms)) {
+        // A checkpoint smaller than the latest witnessed is suspect (logs only
+        // grow) and is asked about at once; the others wait for their turn.
+        if cp.checkpoint().size >= latest.checkpoint().size
+            && self.last_asked.get(&node).is_some_and(|at| now_ms < at.saturating_add(self.min_ask_ms))
+        {
             // Asked recently: the newest checkpoint waits for its turn.
             let newest = self.deferred.get(&node).map_or(0, |d| d.checkpoint().size);
             if cp.checkpoint().size >= newest {

@@ -297,3 +297,23 @@ fn questions_are_spaced_and_the_newest_checkpoint_waits_its_turn() {
     let seen = rewritten.answer_all(&mut witness, due.into_iter().next(), &mut rng);
     assert_eq!(evidence_in(&seen).map(|e| e.kind_name()), Some("inconsistent-proof"), "{seen:?}");
 }
+
+/// Spacing never delays a checkpoint smaller than the latest witnessed one
+/// (logs only grow): it is asked about at once, and a shrunk log is caught.
+#[test]
+fn a_smaller_checkpoint_is_asked_about_at_once() {
+    let mut rng = rng();
+    let mut node = Node::new(1);
+    node.append("a", 8);
+    let mut witness = Witness::new(FEDERATION, identity(2).public()).with_min_ask_interval(60_000);
+    witness.observe(&node.checkpoint().to_note(), T0, &mut rng).unwrap();
+    node.append("b", 4);
+    let first = witness.observe(&node.checkpoint().to_note(), T0, &mut rng).unwrap();
+    assert!(evidence_in(&node.answer_all(&mut witness, first, &mut rng)).is_none());
+    let mut shrunk = Node::new(1);
+    shrunk.append("x", 5);
+    let outcome = witness.observe(&shrunk.checkpoint().to_note(), T0 + 1_000, &mut rng).unwrap();
+    assert!(matches!(outcome, Some(Outcome::Ask { .. })), "not deferred: {outcome:?}");
+    let seen = shrunk.answer_all(&mut witness, outcome, &mut rng);
+    assert_eq!(evidence_in(&seen).map(|e| e.kind_name()), Some("inconsistent-proof"), "{seen:?}");
+}

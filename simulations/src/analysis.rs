@@ -529,17 +529,7 @@ fn byzantine(o: &Outcome) -> Byzantine {
     };
     let flood = (!o.floods.is_empty()).then(|| {
         let a = o.attack.clone().unwrap_or_default();
-        Flood {
-            proposals: a.proposals,
-            held: a.held,
-            rate_limited: a.rate_limited,
-            refused: a.refused,
-            unanswered: a.unanswered,
-            not_connected: a.not_connected,
-            refusals: a.refusals,
-            honest_success_during: rate(true),
-            honest_success_outside: rate(false),
-        }
+        Flood { counts: a.flood, honest_success_during: rate(true), honest_success_outside: rate(false) }
     });
     let evidence: Vec<u64> = o.nodes.iter().filter_map(|n| n.audit.as_ref().ok()).map(|a| a.evidence).collect();
     // Offers signed after a rewrite, and how many other nodes took them in.

@@ -214,9 +214,9 @@ pub struct Detection {
     pub live_nodes: usize,
 }
 
-/// A proposal flood.
-#[derive(Debug, Clone, Serialize)]
-pub struct Flood {
+/// What became of the proposals of a flood.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FloodCounts {
     /// Proposals sent.
     pub proposals: u64,
     /// Answered with a hold.
@@ -231,6 +231,14 @@ pub struct Flood {
     pub not_connected: u64,
     /// Refusals other than rate limiting, by reject code.
     pub refusals: BTreeMap<String, u64>,
+}
+
+/// A proposal flood.
+#[derive(Debug, Clone, Serialize)]
+pub struct Flood {
+    /// Its proposals.
+    #[serde(flatten)]
+    pub counts: FloodCounts,
     /// Honest placements' success while flooding.
     pub honest_success_during: Option<f64>,
     /// And otherwise.
@@ -610,9 +618,14 @@ impl Report {
             let _ = writeln!(
                 o,
                 "| proposal flood | {} sent: {} held, {} rate limited, {} refused otherwise, {} unanswered; {} not sent (no connection) |",
-                f.proposals, f.held, f.rate_limited, f.refused, f.unanswered, f.not_connected
+                f.counts.proposals,
+                f.counts.held,
+                f.counts.rate_limited,
+                f.counts.refused,
+                f.counts.unanswered,
+                f.counts.not_connected
             );
-            for (code, n) in &f.refusals {
+            for (code, n) in &f.counts.refusals {
                 let _ = writeln!(o, "| flood: {code} | {n} |");
             }
             let _ = writeln!(

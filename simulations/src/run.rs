@@ -165,20 +165,8 @@ pub struct Outcome {
 pub struct AttackSnapshot {
     /// Forged offers gossiped.
     pub forged: u64,
-    /// Proposals sent in floods.
-    pub proposals: u64,
-    /// Answered with a hold.
-    pub held: u64,
-    /// Refused as rate limited.
-    pub rate_limited: u64,
-    /// Refused otherwise.
-    pub refused: u64,
-    /// Not answered.
-    pub unanswered: u64,
-    /// Not sent for want of a connection.
-    pub not_connected: u64,
-    /// Refusals other than rate limiting, by reject code.
-    pub refusals: std::collections::BTreeMap<String, u64>,
+    /// What became of the proposals of floods.
+    pub flood: crate::report::FloodCounts,
 }
 
 /// Live counters for the progress bar.
@@ -746,13 +734,15 @@ impl Simulation<'_> {
             let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
             AttackSnapshot {
                 forged: get(&stats.forged),
-                proposals: get(&stats.proposals),
-                held: get(&stats.held),
-                rate_limited: get(&stats.rate_limited),
-                refused: get(&stats.refused),
-                unanswered: get(&stats.unanswered),
-                not_connected: get(&stats.not_connected),
-                refusals: stats.refusals.lock().map(|r| r.clone()).unwrap_or_default(),
+                flood: crate::report::FloodCounts {
+                    proposals: get(&stats.proposals),
+                    held: get(&stats.held),
+                    rate_limited: get(&stats.rate_limited),
+                    refused: get(&stats.refused),
+                    unanswered: get(&stats.unanswered),
+                    not_connected: get(&stats.not_connected),
+                    refusals: stats.refusals.lock().map(|r| r.clone()).unwrap_or_default(),
+                },
             }
         });
         phase(bar, "stopping nodes");
