@@ -356,7 +356,6 @@ fn main() -> Result<()> {
         federation: FEDERATION.into(),
         records,
         checkpoints,
-        exported_at_ms: NOW_MS,
     };
     let mut writer = ExportWriter::new(Vec::new(), header(fx.log.len() as u64, fx.checkpoints.len() as u64))?;
     for record in &fx.log {

@@ -333,13 +333,8 @@ pub fn record(data: &[u8]) {
     // covers it: the verifier's record checks decide alone.
     let fx = fixture();
     let Ok(checkpoint) = sign_node_checkpoint(&fx.provider, FEDERATION, 1, leaf_hash(data)) else { return };
-    let header = ExportHeader {
-        node_key: fx.provider.public(),
-        federation: FEDERATION.into(),
-        records: 1,
-        checkpoints: 1,
-        exported_at_ms: NOW_MS,
-    };
+    let header =
+        ExportHeader { node_key: fx.provider.public(), federation: FEDERATION.into(), records: 1, checkpoints: 1 };
     let export = ExportWriter::new(Vec::new(), header).and_then(|mut writer| {
         writer.record(data)?;
         writer.checkpoint(&checkpoint.to_note())?;

@@ -44,7 +44,7 @@ use crate::members::Members;
 use crate::metrics::Metrics;
 use crate::net::{self, Behaviour, BehaviourEvent, PeerIds, RateLimiter};
 use crate::placement::{self, Placements};
-use crate::store::checkpoints::CheckpointFile;
+use crate::store::checkpoints::{CheckpointFile, read_checkpoints};
 use crate::store::index::Index;
 use crate::store::log::AgreementLog;
 
@@ -70,6 +70,14 @@ const MAX_CONCURRENT_SYNCS: usize = 4;
 const AUDIT_BATCH: usize = 64;
 /// Largest gossiped evidence envelope.
 const MAX_EVIDENCE_BYTES: usize = 48 * 1024;
+/// The audit-topic message carrying a piece of evidence.
+fn evidence_message(envelope: &Envelope) -> Vec<u8> {
+    wire::AuditGossip { item: Some(wire::audit_gossip::Item::Evidence(envelope.to_wire())) }.encode_to_vec()
+}
+
+fn digest_of(bytes: &[u8]) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(bytes).into()
+}
 
 /// A request from the admin API, answered on its oneshot.
 #[derive(Debug)]
@@ -255,6 +263,12 @@ struct Audit {
     file: CheckpointFile,
     /// Notes in `file`.
     count: u64,
+    /// The latest checkpoint witnessed of every other node, appended as
+    /// each one is witnessed, fsync'd on the slow tick and rewritten with
+    /// only the latest of each node once it holds many older ones.
+    witnessed: CheckpointFile,
+    /// Notes in `witnessed`.
+    witnessed_notes: u64,
     last_signed: Instant,
     /// The size of the last checkpoint gossiped, and when.
     announced: Option<u64>,
@@ -265,9 +279,22 @@ struct Audit {
     contract_leaves: HashMap<Hash, u64>,
     /// Shared contracts not yet proven to be in the other party's log.
     unproven: VecDeque<SignedContract>,
+    /// Shared contracts proven, each with when it is to be checked again:
+    /// a counterparty that drops a contract later is caught as well.
+    proven: VecDeque<(Instant, SignedContract)>,
+    recheck: Duration,
     asks: HashMap<OutboundRequestId, ProofAsk>,
     evidence: Vec<SealedEvidence>,
     seen: HashSet<[u8; 32]>,
+    /// SHA-256 of the audit-topic message of every piece of evidence held,
+    /// as this node publishes it: the same bytes from a peer are forwarded
+    /// at once, without being opened again.
+    evidence_gossip: HashSet<[u8; 32]>,
+    /// When this node last published the evidence it found itself, and
+    /// whether a publication failed since (no peers yet).
+    last_evidence_publish: Instant,
+    evidence_publish_due: bool,
+    republish_every: Duration,
     peer_keys: HashMap<PeerId, PublicKey>,
     audit_every: Duration,
     last_round: Instant,
@@ -312,13 +339,28 @@ impl Audit {
         // checkpoint intervals, about its newest checkpoint by then.
         let mut witness = Witness::new(&config.federation, me)
             .with_min_ask_interval(config.ms(&config.checkpoint_interval).saturating_mul(2));
-        for note in index.witnessed()? {
-            witness.restore(&note);
+        let witnessed_path = config.witnessed_path();
+        let cannot = |e: std::io::Error| anyhow::anyhow!("cannot open {}: {e}", witnessed_path.display());
+        let mut notes = read_checkpoints(&witnessed_path).map_err(cannot)?;
+        if notes.is_empty() {
+            // A data dir from before the witnessed file kept them in the index.
+            notes = index.witnessed()?;
+        }
+        let mut restored = 0u64;
+        for note in &notes {
+            restored += u64::from(witness.restore(note));
+        }
+        // Start from the latest note of every node alone.
+        let latest: Vec<String> = witness.nodes().map(|(_, cp)| cp.to_note()).collect();
+        let witnessed = CheckpointFile::rewrite(&witnessed_path, latest.iter().map(String::as_str)).map_err(cannot)?;
+        if restored > 0 {
+            info!(nodes = latest.len(), "restored the checkpoints witnessed of other nodes");
         }
         let mut contract_leaves = HashMap::new();
         let mut unproven = VecDeque::new();
         let mut evidence = Vec::new();
         let mut seen = HashSet::new();
+        let mut evidence_gossip = HashSet::new();
         log.with_tree(|tree| {
             for (i, record) in records.iter().enumerate() {
                 match record {
@@ -331,6 +373,7 @@ impl Audit {
                     Record::Evidence { envelope } => match Evidence::open(envelope, &config.federation, limits) {
                         Ok(sealed) => {
                             if seen.insert(sealed.evidence.digest()) {
+                                evidence_gossip.insert(digest_of(&evidence_message(&sealed.envelope)));
                                 evidence.push(sealed);
                             }
                         }
@@ -349,6 +392,8 @@ impl Audit {
             own,
             file,
             count,
+            witnessed,
+            witnessed_notes: latest.len() as u64,
             last_signed: Instant::now(),
             announced: None,
             last_announced: Instant::now(),
@@ -356,9 +401,16 @@ impl Audit {
             every: config.checkpoint_records,
             contract_leaves,
             unproven,
+            proven: VecDeque::new(),
+            recheck: Duration::from_millis(config.ms(&config.audit_recheck)),
             asks: HashMap::new(),
+            // Evidence this node found is published again soon after start-up.
+            evidence_publish_due: evidence.iter().any(|e| e.envelope.signer() == me),
             evidence,
             seen,
+            evidence_gossip,
+            last_evidence_publish: Instant::now(),
+            republish_every: Duration::from_millis(config.ms(&config.evidence_republish)),
             peer_keys: HashMap::new(),
             audit_every: Duration::from_millis(config.ms(&config.audit_interval)),
             last_round: Instant::now(),
@@ -419,21 +471,7 @@ impl Node {
         if caught_up > 0 {
             info!(records = caught_up, "index caught up with the log");
         }
-        // The offer book: own offers from the log, peers' from the index.
-        let mut book = OfferBook::new(&limits);
-        for signed in provider.own_offers() {
-            let _ = book.insert(signed.clone(), BTreeSet::new(), now);
-        }
-        let mut restored = 0;
-        for bytes in index.offers()? {
-            if let Ok(signed) = SignedOffer::verify(&bytes, &config.federation, now, &limits)
-                && book.insert(signed, BTreeSet::new(), now).is_ok()
-            {
-                restored += 1;
-            }
-        }
-        info!(own = provider.own_offers().count(), peers = restored, "offer book restored");
-        let audit = Audit::restore(&config, &limits, me, &log, &records, &index)?;
+        // Revocations before the book: only members' offers are restored.
         for record in &records {
             if let Record::Revocation { revocation } = record
                 && let Err(e) = members.add_revocation(revocation.clone())
@@ -441,12 +479,28 @@ impl Node {
                 warn!(error = %e, "a logged revocation does not verify against the charter");
             }
         }
-        // Offers restored above from members revoked since are dropped.
-        for record in &records {
-            if let Record::Revocation { revocation } = record {
-                book.remove_provider(&revocation.body().member);
+        // The offer book: own offers from the log, peers' from the index when
+        // their provider is a member now, with the labels its certificate
+        // attests. Peers' certificates are not kept: in a closed federation
+        // their offers come back with the book sync after the exchange.
+        let mut book = OfferBook::new(&limits);
+        for signed in provider.own_offers() {
+            let _ = book.insert(signed.clone(), BTreeSet::new(), now);
+        }
+        let (mut restored, mut not_members) = (0, 0);
+        for bytes in index.offers()? {
+            let Ok(signed) = SignedOffer::verify(&bytes, &config.federation, now, &limits) else { continue };
+            let author = signed.offer().provider;
+            if members.check(&author, now).is_err() {
+                not_members += 1;
+                continue;
+            }
+            if book.insert(signed, members.attested(&author, now), now).is_ok() {
+                restored += 1;
             }
         }
+        info!(own = provider.own_offers().count(), peers = restored, not_members, "offer book restored");
+        let audit = Audit::restore(&config, &limits, me, &log, &records, &index)?;
 
         let key = net::keypair(&identity).map_err(anyhow::Error::msg)?;
         let topic = net::offers_topic(&config.federation);
@@ -642,7 +696,8 @@ impl Node {
         if let Some(bytes) = p.announce
             && let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(self.audit.topic.clone(), bytes)
         {
-            debug!(error = %e, "evidence not gossiped now");
+            debug!(error = %e, "evidence not gossiped now; published again on a later tick");
+            self.audit.evidence_publish_due = true;
         }
         if let Some(signed) = p.gossip {
             let key = signed.offer().key();
@@ -946,6 +1001,17 @@ impl Node {
             }
             E::Message { peer, message: M::Response { response, .. }, .. } => {
                 let Some(envelope) = self.verified_from(peer, &response) else { return };
+                // A hold or a counter would lead to a new contract: none with
+                // a provider that is not a member in good standing now (the
+                // negotiation ends at its deadline). Answers about contracts
+                // this node already signed (countersigned, status) and
+                // termination acknowledgements still count.
+                if matches!(envelope.kind(), Kind::Hold | Kind::Counter)
+                    && let Err(e) = self.members.check(&envelope.signer(), now_ms())
+                {
+                    warn!(%peer, provider = %envelope.signer(), error = %e, "answer from a non-member ignored");
+                    return;
+                }
                 // Answers go to the consumer engine, except acknowledgements of
                 // terminations the provider engine sent.
                 let step = if envelope.kind() == Kind::Terminated && !self.consumer_owns(&envelope) {
@@ -1001,11 +1067,15 @@ impl Node {
             return;
         };
         // Non-members get no hold. Contracts made before a revocation can
-        // still be wound down: terminations and status questions pass.
+        // still be wound down: terminations and status questions pass. The
+        // refusal names the request, so that the consumer's negotiation
+        // ends on it instead of at its deadline.
         if !matches!(envelope.kind(), Kind::Terminate | Kind::Terminated | Kind::StatusRequest)
             && let Err(e) = self.members.check(&envelope.signer(), now)
         {
-            self.refuse(channel, RejectCode::NotAMember, &format!("not a member of the federation: {e}"));
+            let request_id = Message::open(&envelope, &self.limits).map_or(RequestId([0; 16]), |m| m.request_id());
+            let why = format!("not a member of the federation: {e}");
+            self.refuse_request(channel, request_id, RejectCode::NotAMember, &why);
             self.strike(peer, "proposal from a non-member");
             return;
         }
@@ -1028,8 +1098,19 @@ impl Node {
     }
 
     fn refuse(&mut self, channel: ResponseChannel<Vec<u8>>, code: RejectCode, message: &str) {
+        self.refuse_request(channel, RequestId([0; 16]), code, message);
+    }
+
+    /// A refusal of the request `request_id` (all zeros: of none in particular).
+    fn refuse_request(
+        &mut self,
+        channel: ResponseChannel<Vec<u8>>,
+        request_id: RequestId,
+        code: RejectCode,
+        message: &str,
+    ) {
         self.metrics.proposal(&reject_code_name(code));
-        let reject = Message::Reject(Reject { request_id: RequestId([0; 16]), code, message: message.into() });
+        let reject = Message::Reject(Reject { request_id, code, message: message.into() });
         let _ = self.swarm.behaviour_mut().negotiate.send_response(channel, reject.seal(&self.identity).encode());
     }
 
@@ -1209,10 +1290,13 @@ impl Node {
     fn on_slow_tick(&mut self) {
         let now = now_ms();
         self.police_members(now);
-        if let Err(e) = self.audit.file.sync() {
-            warn!(path = %self.audit.file.path().display(), error = %e, "cannot fsync the checkpoints file");
+        for file in [&mut self.audit.file, &mut self.audit.witnessed] {
+            if let Err(e) = file.sync() {
+                warn!(path = %file.path().display(), error = %e, "cannot fsync a checkpoints file");
+            }
         }
         self.audit.witness.expire(now);
+        self.republish_evidence();
         if self.audit.last_round.elapsed() >= self.audit.audit_every {
             self.audit.last_round = Instant::now();
             self.audit_round(now);
@@ -1323,15 +1407,14 @@ impl Node {
             return Ok(false);
         }
         let announce = admin.is_some();
-        let dropped = self.book.remove_provider(&member);
-        if let Err(e) = self.index.remove_provider_offers(&member) {
-            warn!(error = %e, "cannot prune a revoked member's offers from the index");
-        }
-        info!(%member, offers_dropped = dropped, "revocation applied");
-        if let Some(peer) = self.peer_ids.of(&member)
-            && self.swarm.is_connected(&peer)
-        {
-            let _ = self.swarm.disconnect_peer_id(peer);
+        // One dated in the future takes effect then (`police_members`).
+        let now = now_ms();
+        let revoked_at_ms = revocation.body().revoked_at_ms;
+        if revoked_at_ms <= now {
+            let dropped = self.drop_member(member, now).unwrap_or(0);
+            info!(%member, offers_dropped = dropped, "revocation applied");
+        } else {
+            info!(%member, revoked_at_ms, "revocation recorded; it takes effect at its time");
         }
         let gossip = if announce { Members::revocation_gossip(&revocation) } else { None };
         let step = Step { persist: vec![Record::Revocation { revocation }], ..Step::default() };
@@ -1351,6 +1434,12 @@ impl Node {
     fn police_members(&mut self, now: u64) {
         if let Some(warning) = self.members.expiry_warning(now) {
             error!("{warning}");
+        }
+        // Certificates that expired and revocations that took effect since.
+        for key in self.members.take_lapsed(now) {
+            if let Some(dropped) = self.drop_member(key, now) {
+                info!(member = %key, offers_dropped = dropped, "membership ended: certificate expired or revoked");
+            }
         }
         if !self.members.own_published {
             // The certificate, then the key rotations that lead from it to the key in use.
@@ -1382,6 +1471,48 @@ impl Node {
             self.shunned.insert(peer, now);
         }
         self.shunned.retain(|_, at| now.saturating_sub(*at) < SHUN_MS);
+    }
+
+    /// Drops the offers of a member whose standing ended and disconnects
+    /// it: the key named, and the key in use that took over from it by
+    /// rotation, each unless it is a member now or this node's own.
+    /// Contracts made before stay. Returns the offers dropped, None when
+    /// neither key is out.
+    fn drop_member(&mut self, key: PublicKey, now: u64) -> Option<usize> {
+        let current = self.members.current_key(&key);
+        let mut dropped = None;
+        for key in [Some(key), (current != key).then_some(current)].into_iter().flatten() {
+            if self.members.is_own(&key) || self.members.check(&key, now).is_ok() {
+                continue;
+            }
+            *dropped.get_or_insert(0) += self.book.remove_provider(&key);
+            if let Err(e) = self.index.remove_provider_offers(&key) {
+                warn!(error = %e, "cannot prune a former member's offers from the index");
+            }
+            if let Some(peer) = self.peer_ids.of(&key)
+                && self.swarm.is_connected(&peer)
+            {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.shunned.insert(peer, now);
+            }
+        }
+        dropped
+    }
+
+    /// Drops the offers of every provider in the book that is not a member
+    /// in good standing now, before a placement plans from it. (The book
+    /// takes members' offers only and drops them when their standing ends:
+    /// this is a second line.)
+    fn drop_offers_of_non_members(&mut self, now: u64) {
+        let providers: HashSet<PublicKey> = self.book.iter().map(|e| e.signed.offer().provider).collect();
+        for key in providers {
+            if !self.members.is_own(&key)
+                && self.members.check(&key, now).is_err()
+                && let Some(dropped) = self.drop_member(key, now)
+            {
+                warn!(provider = %key, offers_dropped = dropped, "offers of a non-member dropped before placing");
+            }
+        }
     }
 
     // ---- verifiable log ------------------------------------------------
@@ -1484,6 +1615,10 @@ impl Node {
                     MessageAcceptance::Reject
                 }
             },
+            // Evidence already held, in the very bytes this node publishes
+            // it (a witness publishing it again for members that joined
+            // later): passed on without another check.
+            Item::Evidence(_) if self.audit.evidence_gossip.contains(&digest_of(data)) => MessageAcceptance::Accept,
             Item::Evidence(w) => {
                 let opened = Envelope::from_wire(w).map_err(|e| e.to_string()).and_then(|env| {
                     if env.encode().len() > MAX_EVIDENCE_BYTES {
@@ -1504,6 +1639,7 @@ impl Node {
                             sealed.evidence.describe()
                         );
                         self.persist_and_announce(vec![Record::Evidence { envelope: sealed.envelope.clone() }], None);
+                        self.audit.evidence_gossip.insert(digest_of(&evidence_message(&sealed.envelope)));
                         self.audit.evidence.push(sealed);
                         MessageAcceptance::Accept
                     }
@@ -1518,15 +1654,35 @@ impl Node {
 
     fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Advanced { node, checkpoint } => {
-                if let Err(e) = self.index.put_witnessed(&node, &checkpoint.to_note()) {
-                    warn!(error = %e, "cannot keep a witnessed checkpoint");
-                }
-            }
+            Outcome::Advanced { checkpoint, .. } => self.keep_witnessed(&checkpoint.to_note()),
             Outcome::Ask { node, request } => {
                 self.ask_proof(node, wire::proof_request::Request::Consistency(request), ProofAsk::Consistency(node));
             }
             Outcome::Evidence { node, evidence } => self.found_evidence(node, *evidence),
+        }
+    }
+
+    /// Appends a newly witnessed checkpoint to the witnessed file; once the
+    /// file holds many superseded notes, rewrites it with the latest of
+    /// every node.
+    fn keep_witnessed(&mut self, note: &str) {
+        let audit = &mut self.audit;
+        if let Err(e) = audit.witnessed.append(note) {
+            warn!(path = %audit.witnessed.path().display(), error = %e, "cannot keep a witnessed checkpoint");
+            return;
+        }
+        audit.witnessed_notes += 1;
+        let nodes = audit.witness.nodes().count() as u64;
+        if audit.witnessed_notes > 4 * nodes + 1024 {
+            let path = audit.witnessed.path().to_path_buf();
+            let latest: Vec<String> = audit.witness.nodes().map(|(_, cp)| cp.to_note()).collect();
+            match CheckpointFile::rewrite(&path, latest.iter().map(String::as_str)) {
+                Ok(file) => {
+                    audit.witnessed = file;
+                    audit.witnessed_notes = nodes;
+                }
+                Err(e) => warn!(path = %path.display(), error = %e, "cannot compact the witnessed checkpoints"),
+            }
         }
     }
 
@@ -1544,10 +1700,38 @@ impl Node {
         self.metrics.evidence_found(evidence.kind_name());
         let now = now_ms();
         let envelope = evidence.seal(&self.identity, &accused, now);
-        let announce =
-            wire::AuditGossip { item: Some(wire::audit_gossip::Item::Evidence(envelope.to_wire())) }.encode_to_vec();
+        let announce = evidence_message(&envelope);
+        self.audit.evidence_gossip.insert(digest_of(&announce));
         self.persist_and_announce(vec![Record::Evidence { envelope: envelope.clone() }], Some(announce));
         self.audit.evidence.push(SealedEvidence { accused, observed_at_ms: now, evidence, envelope });
+    }
+
+    /// Publishes again the evidence this node found itself, every
+    /// `evidence_republish` and after a publication failed: members that
+    /// joined since, or were cut off when it was found, learn it too.
+    fn republish_evidence(&mut self) {
+        if !self.audit.evidence_publish_due && self.audit.last_evidence_publish.elapsed() < self.audit.republish_every {
+            return;
+        }
+        let own: Vec<Vec<u8>> = self
+            .audit
+            .evidence
+            .iter()
+            .filter(|e| self.members.is_own(&e.envelope.signer()))
+            .map(|e| evidence_message(&e.envelope))
+            .collect();
+        self.audit.last_evidence_publish = Instant::now();
+        self.audit.evidence_publish_due = false;
+        for bytes in own {
+            match self.swarm.behaviour_mut().gossipsub.publish(self.audit.topic.clone(), bytes) {
+                // Peers saw it within the duplicate window: nothing to do.
+                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
+                Err(e) => {
+                    debug!(error = %e, "evidence not published again now; retried on a later tick");
+                    self.audit.evidence_publish_due = true;
+                }
+            }
+        }
     }
 
     /// Sends a question to `node` if it is connected.
@@ -1566,6 +1750,12 @@ impl Node {
     fn audit_round(&mut self, _now: u64) {
         let mut asked = 0;
         let mut later = VecDeque::new();
+        // Proven contracts due for another check join the queue.
+        while self.audit.proven.front().is_some_and(|(due, _)| *due <= Instant::now()) {
+            if let Some((_, contract)) = self.audit.proven.pop_front() {
+                self.audit.unproven.push_back(contract);
+            }
+        }
         while asked < AUDIT_BATCH {
             let Some(contract) = self.audit.unproven.pop_front() else { break };
             let t = contract.terms();
@@ -1667,6 +1857,10 @@ impl Node {
                     self.strike(peer, "proof signed by another node");
                     return;
                 }
+                // A node that is no member (any more) moves no witness on.
+                if !self.members.is_open() && self.members.check(&node, now).is_err() {
+                    return;
+                }
                 match self.audit.witness.on_proof(envelope, now, &mut self.rng) {
                     Ok(Some(outcome)) => self.on_outcome(outcome),
                     Ok(None) => {}
@@ -1688,11 +1882,21 @@ impl Node {
                 };
                 let answer = match result {
                     Ok(Inclusion::Proven { checkpoint, leaf_index }) => {
+                        self.metrics.inclusion_check("proven");
+                        // A check of the periodic round (not one asked for
+                        // by an operator) comes round again later.
+                        if reply.is_none() {
+                            self.audit.proven.push_back((Instant::now() + self.audit.recheck, (*contract).clone()));
+                        }
                         let note = checkpoint.to_note();
-                        match self.audit.witness.observe(&note, now, &mut self.rng) {
-                            Ok(Some(outcome)) => self.on_outcome(outcome),
-                            Ok(None) => {}
-                            Err(e) => debug!(error = %e, "checkpoint of a proof not accepted"),
+                        // The proof stands (old contracts of a revoked member
+                        // stay provable); only a member's checkpoint is witnessed.
+                        if self.members.is_open() || self.members.check(&other, now).is_ok() {
+                            match self.audit.witness.observe(&note, now, &mut self.rng) {
+                                Ok(Some(outcome)) => self.on_outcome(outcome),
+                                Ok(None) => {}
+                                Err(e) => debug!(error = %e, "checkpoint of a proof not accepted"),
+                            }
                         }
                         let size = checkpoint.checkpoint().size;
                         Ok(view(
@@ -1703,6 +1907,7 @@ impl Node {
                         ))
                     }
                     Ok(Inclusion::NotYet) => {
+                        self.metrics.inclusion_check("not-yet");
                         self.audit.unproven.push_back((*contract).clone());
                         Ok(view(
                             "not-yet",
@@ -1712,11 +1917,13 @@ impl Node {
                         ))
                     }
                     Ok(Inclusion::Evidence(evidence)) => {
+                        self.metrics.inclusion_check("evidence");
                         let message = evidence.describe();
                         self.found_evidence(other, *evidence);
                         Ok(view("evidence", 0, String::new(), message))
                     }
                     Err(e) => {
+                        self.metrics.inclusion_check("invalid");
                         self.audit.unproven.push_back((*contract).clone());
                         self.strike(peer, "bad inclusion answer");
                         Err(format!("the counterparty's answer is not valid: {e}"))
@@ -1959,6 +2166,7 @@ impl Node {
             }
         };
         let deadline_ms = now + self.config.ms(&self.config.place_deadline);
+        self.drop_offers_of_non_members(now);
         let (placements, engines) = self.placing(now);
         let effects = placements.place(engines, req, constraints, deadline_ms, tx);
         self.perform_placement(effects);

@@ -13,6 +13,11 @@
 //! connects to; its own are in its log. A peer that learns one lets the new
 //! key stand on the old key's certificate and retires the old key (the
 //! daemon drops its offers).
+//!
+//! A member's standing can also end with time: its certificate expires, or
+//! a revocation dated in the future takes effect. The daemon asks
+//! [`Members::take_lapsed`] on its timer, which only looks at the
+//! certificates when the next such time has come.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -80,6 +85,11 @@ pub struct Members {
     /// Connected peers whose certificates were exchanged with this node.
     pub exchanged: HashSet<PeerId>,
     last_warning: Option<Instant>,
+    /// The next time a certificate known expires or a revocation known
+    /// takes effect (None: none will), after `lapses_seen_ms`.
+    next_lapse_ms: Option<u64>,
+    /// Until when [`Members::take_lapsed`] reported lapses.
+    lapses_seen_ms: u64,
 }
 
 impl Members {
@@ -155,6 +165,7 @@ impl Members {
                 config.federation
             );
         }
+        let next_lapse_ms = membership.next_lapse_after(now_ms);
         let members = Members {
             membership,
             own,
@@ -166,6 +177,8 @@ impl Members {
             own_published: false,
             exchanged: HashSet::new(),
             last_warning: None,
+            next_lapse_ms,
+            lapses_seen_ms: now_ms,
         };
         info!(
             federation = %config.federation,
@@ -235,6 +248,29 @@ impl Members {
     /// daemon to drop their offers.
     pub fn take_retired(&mut self) -> Vec<PublicKey> {
         std::mem::take(&mut self.retired)
+    }
+
+    /// Members whose standing ended since the last call, up to `now_ms`:
+    /// their certificate expired or their revocation took effect. Each is
+    /// reported once, as the key of its certificate or revocation (a key
+    /// that took over from it by rotation is [`Members::current_key`]).
+    /// Cheap until the next such time comes: one comparison.
+    pub fn take_lapsed(&mut self, now_ms: u64) -> Vec<PublicKey> {
+        if self.next_lapse_ms.is_none_or(|at| now_ms < at) {
+            return Vec::new();
+        }
+        let lapsed = self.membership.lapsed_between(self.lapses_seen_ms, now_ms);
+        self.lapses_seen_ms = now_ms;
+        self.next_lapse_ms = self.membership.next_lapse_after(now_ms);
+        lapsed
+    }
+
+    /// Notes a time at which a member's standing ends, learned after the
+    /// last look of [`Members::take_lapsed`].
+    fn lapses_at(&mut self, at_ms: u64) {
+        if at_ms > self.lapses_seen_ms {
+            self.next_lapse_ms = Some(self.next_lapse_ms.map_or(at_ms, |next| next.min(at_ms)));
+        }
     }
 
     /// This node's standing, for `status`: a word and the certificate's end.
@@ -330,9 +366,11 @@ impl Members {
         Ok(new)
     }
 
-    /// A revocation that is valid under the charter and not applied yet.
+    /// A revocation that is valid under the charter and not applied yet:
+    /// none of its member is known, or the one known takes effect later.
     fn fresh(&self, revocation: &Revocation) -> Result<bool, MembershipError> {
-        if self.membership.is_revoked(&revocation.body().member) {
+        let body = revocation.body();
+        if self.membership.revoked_at(&body.member).is_some_and(|known| known <= body.revoked_at_ms) {
             return Ok(false);
         }
         revocation.verify(self.membership.charter())?;
@@ -359,13 +397,18 @@ impl Members {
             if !members.insert(cert.body().member) {
                 continue;
             }
+            let ends = cert.body().not_after_ms;
             // Invalid ones (a peer's own, say) are simply not learned;
             // the peer is then refused like any non-member.
-            if let Err(MembershipError::NotEnoughSignatures { .. }) = self.membership.add_certificate(cert, now_ms) {
-                forged += 1;
-                if forged >= MAX_FORGED_IN_EXCHANGE {
-                    return Err(format!("{forged} certificates with bad signatures in one exchange"));
+            match self.membership.add_certificate(cert, now_ms) {
+                Ok(()) => self.lapses_at(ends),
+                Err(MembershipError::NotEnoughSignatures { .. }) => {
+                    forged += 1;
+                    if forged >= MAX_FORGED_IN_EXCHANGE {
+                        return Err(format!("{forged} certificates with bad signatures in one exchange"));
+                    }
                 }
+                Err(_) => {}
             }
         }
         // After the certificates: a rotation stands on its old key's.
@@ -387,11 +430,13 @@ impl Members {
         match item {
             Item::Certificate(c) => match MemberCertificate::decode(&c.encode_to_vec(), &self.limits) {
                 Ok(cert) => {
-                    let member = cert.body().member;
+                    let (member, ends) = (cert.body().member, cert.body().not_after_ms);
                     let before = self.membership.check(&member, now_ms).is_ok();
                     match self.membership.add_certificate(cert, now_ms) {
-                        Ok(()) if before => Gossiped::Known,
-                        Ok(()) => Gossiped::New(None),
+                        Ok(()) => {
+                            self.lapses_at(ends);
+                            if before { Gossiped::Known } else { Gossiped::New(None) }
+                        }
                         Err(MembershipError::Revoked(_)) => Gossiped::Known,
                         Err(e) => Gossiped::Invalid(e.to_string()),
                     }
@@ -420,15 +465,18 @@ impl Members {
         }
     }
 
-    /// Verifies and applies a revocation; true when it is new.
+    /// Verifies and applies a revocation; true when it is new (see
+    /// [`Membership::revoke`]). One dated in the future takes effect then:
+    /// [`Members::take_lapsed`] reports its member at that time.
     pub fn add_revocation(&mut self, revocation: Revocation) -> Result<bool, MembershipError> {
-        let member = revocation.body().member;
+        let (member, at_ms) = (revocation.body().member, revocation.body().revoked_at_ms);
         let new = self.membership.revoke(revocation)?;
         if new {
+            self.lapses_at(at_ms);
             if member == self.me {
-                error!("this node's membership was revoked by the federation's authorities");
+                error!(revoked_at_ms = at_ms, "this node's membership was revoked by the federation's authorities");
             } else {
-                warn!(%member, "member revoked by the federation's authorities");
+                warn!(%member, revoked_at_ms = at_ms, "member revoked by the federation's authorities");
             }
         }
         Ok(new)
@@ -538,6 +586,91 @@ mod tests {
         assert!(members.is_open());
         assert_eq!(members.standing(NOW).0, "open");
         assert!(members.check(&Identity::from_secret_bytes(&[3; 32]).public(), NOW).is_ok());
+    }
+
+    /// A certificate of the 2-of-2 federation for `who`, valid until `not_after`.
+    fn certificate(who: &Identity, not_after_ms: u64) -> wire::MemberCertificate {
+        let body = CertificateBody {
+            federation: "eu".into(),
+            member: who.public(),
+            organisation: "Other".into(),
+            country: Country::parse("FR").unwrap(),
+            labels: BTreeSet::new(),
+            not_before_ms: NOW - 300 * DAY,
+            not_after_ms,
+            serial: 1,
+        };
+        let bytes = body.encode();
+        let sigs = (1..=2).map(|n| MemberCertificate::sign_request(&authority(n), &bytes)).collect();
+        let cert = MemberCertificate::assemble(bytes, sigs, &Limits::default()).unwrap();
+        wire::MemberCertificate::decode(cert.encode().as_slice()).unwrap()
+    }
+
+    fn certificate_gossip(who: &Identity, not_after_ms: u64) -> Vec<u8> {
+        let item = wire::membership_gossip::Item::Certificate(certificate(who, not_after_ms));
+        wire::MembershipGossip { item: Some(item) }.encode_to_vec()
+    }
+
+    fn revocation(who: &Identity, revoked_at_ms: u64) -> Revocation {
+        let body = fulcrum_protocol::membership::RevocationBody {
+            federation: "eu".into(),
+            member: who.public(),
+            revoked_at_ms,
+            reason: "left".into(),
+        };
+        let bytes = body.encode();
+        let sigs = (1..=2).map(|n| Revocation::sign_body(&authority(n), &bytes)).collect();
+        Revocation::assemble(bytes, sigs).unwrap()
+    }
+
+    #[test]
+    fn certificates_that_expire_and_revocations_dated_later_are_reported_once_when_their_time_comes() {
+        const MINUTE: u64 = 60_000;
+        let dir = tempfile::tempdir().unwrap();
+        let me = Identity::from_secret_bytes(&[9; 32]);
+        let config = setup(dir.path(), &me, Some(NOW + DAY));
+        let mut members = Members::load(&config, me.public(), &Limits::default(), NOW).unwrap();
+        let [short, renewed, later, revoked] = [20, 21, 22, 23].map(|n| Identity::from_secret_bytes(&[n; 32]));
+        // `short` ends in 10 minutes; `renewed` would in 5, but a longer one follows.
+        assert!(matches!(members.on_gossip(&certificate_gossip(&short, NOW + 10 * MINUTE), NOW), Gossiped::New(None)));
+        assert!(matches!(members.on_gossip(&certificate_gossip(&renewed, NOW + 5 * MINUTE), NOW), Gossiped::New(None)));
+        // Learned by exchange: `later` ends in 20 minutes.
+        let exchange = wire::MembershipExchange {
+            certificates: vec![certificate(&later, NOW + 20 * MINUTE)],
+            ..Default::default()
+        };
+        assert!(members.on_exchange(&exchange.encode_to_vec(), NOW).unwrap().is_empty());
+        // `revoked` is a member until its revocation takes effect, in 15
+        // minutes; its certificate, which ends after that, adds nothing.
+        members.on_gossip(&certificate_gossip(&revoked, NOW + 2 * DAY), NOW);
+        assert_eq!(members.add_revocation(revocation(&revoked, NOW + 15 * MINUTE)), Ok(true));
+        members.check(&revoked.public(), NOW).unwrap();
+        // The renewal arrives before the first certificate ends.
+        let gossip = certificate_gossip(&renewed, NOW + 30 * DAY);
+        assert!(matches!(members.on_gossip(&gossip, NOW + MINUTE), Gossiped::Known));
+
+        assert!(members.take_lapsed(NOW + MINUTE).is_empty());
+        assert!(members.take_lapsed(NOW + 10 * MINUTE - 1).is_empty(), "a renewed certificate's old end is no lapse");
+        // Each once, at its time, or at the first look after it.
+        assert_eq!(members.take_lapsed(NOW + 10 * MINUTE), [short.public()]);
+        assert!(members.take_lapsed(NOW + 10 * MINUTE + 1).is_empty());
+        assert!(members.check(&short.public(), NOW + 10 * MINUTE).is_err());
+        assert_eq!(members.take_lapsed(NOW + 16 * MINUTE), [revoked.public()]);
+        assert!(matches!(members.check(&revoked.public(), NOW + 16 * MINUTE), Err(MembershipError::Revoked(_))));
+        assert_eq!(members.take_lapsed(NOW + 25 * MINUTE), [later.public()]);
+        members.check(&renewed.public(), NOW + 25 * MINUTE).unwrap();
+        // This node's own (the daemon leaves its own offers alone), then the renewed one; then nothing is due.
+        assert_eq!(members.take_lapsed(NOW + DAY), [me.public()]);
+        assert_eq!(members.take_lapsed(NOW + 30 * DAY), [renewed.public()]);
+        assert_eq!(members.next_lapse_ms, None);
+        assert!(members.take_lapsed(NOW + 365 * DAY).is_empty());
+
+        // A certificate learned after a look is watched too.
+        let late = Identity::from_secret_bytes(&[24; 32]);
+        let now = NOW + 366 * DAY;
+        assert!(matches!(members.on_gossip(&certificate_gossip(&late, now + MINUTE), now), Gossiped::New(None)));
+        assert!(members.take_lapsed(now + MINUTE - 1).is_empty());
+        assert_eq!(members.take_lapsed(now + MINUTE), [late.public()]);
     }
 
     fn rotation_record(old: &Identity, new: &Identity) -> Record {

@@ -114,6 +114,11 @@ struct EvidenceLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InclusionLabels {
+    outcome: &'static str,
+}
+
 /// The daemon's metrics and liveness state. Cheap to clone: every clone
 /// shares the same values.
 #[derive(Clone)]
@@ -129,6 +134,7 @@ struct Inner {
     proposals: Family<ProposalLabels, Counter>,
     contracts: Family<ContractLabels, Counter>,
     evidence_found: Family<EvidenceLabels, Counter>,
+    inclusion_checks: Family<InclusionLabels, Counter>,
     fsync: Histogram,
     hook_runs: Family<HookLabels, Counter>,
     hook_duration: Histogram,
@@ -163,6 +169,7 @@ impl Metrics {
         let proposals = Family::<ProposalLabels, Counter>::default();
         let contracts = Family::<ContractLabels, Counter>::default();
         let evidence_found = Family::<EvidenceLabels, Counter>::default();
+        let inclusion_checks = Family::<InclusionLabels, Counter>::default();
         // 50 µs to about 1.6 s: from a fast NVMe fdatasync to a struggling disk.
         let fsync = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let hook_runs = Family::<HookLabels, Counter>::default();
@@ -209,6 +216,11 @@ impl Metrics {
             g.hook_failures.clone(),
         );
         r.register("evidence_found", "Evidence this node found itself, by kind", evidence_found.clone());
+        r.register(
+            "inclusion_checks",
+            "Answers of counterparties asked to prove a shared contract is in their log, by outcome",
+            inclusion_checks.clone(),
+        );
         r.register_with_unit(
             "log_fsync",
             "Duration of each agreement log batch's fdatasync",
@@ -235,6 +247,9 @@ impl Metrics {
         for kind in ["conflicting-checkpoints", "inconsistent-proof", "missing-contract"] {
             let _ = evidence_found.get_or_create_owned(&EvidenceLabels { kind });
         }
+        for outcome in ["proven", "not-yet", "evidence", "invalid"] {
+            let _ = inclusion_checks.get_or_create_owned(&InclusionLabels { outcome });
+        }
         let _ = proposals.get_or_create_owned(&ProposalLabels { outcome: "held".into() });
 
         Metrics {
@@ -246,6 +261,7 @@ impl Metrics {
                 proposals,
                 contracts,
                 evidence_found,
+                inclusion_checks,
                 fsync,
                 hook_runs,
                 hook_duration,
@@ -289,6 +305,12 @@ impl Metrics {
     /// Counts a piece of evidence this node found itself.
     pub fn evidence_found(&self, kind: &'static str) {
         self.inner.evidence_found.get_or_create(&EvidenceLabels { kind }).inc();
+    }
+
+    /// Counts a counterparty's answer to an inclusion check: `proven`,
+    /// `not-yet`, `evidence` or `invalid`.
+    pub fn inclusion_check(&self, outcome: &'static str) {
+        self.inner.inclusion_checks.get_or_create(&InclusionLabels { outcome }).inc();
     }
 
     /// An observer for [`AgreementLog::observe_fsyncs`](crate::store::log::AgreementLog::observe_fsyncs)

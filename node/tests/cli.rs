@@ -495,6 +495,13 @@ impl Admin for MockDaemon {
     ) -> Result<Response<wire::PlacementView>, Status> {
         let request = request.into_inner();
         self.seen.lock().unwrap().terminate_placement = Some(request.clone());
+        if request.placement_id == placement_b() {
+            // As the daemon answers when some contracts could not be terminated.
+            let (placement, contract) = (hex::encode(placement_b()), "77".repeat(32));
+            return Err(Status::failed_precondition(format!(
+                "placement {placement}: 1 of 2 active contracts not terminated: {contract}: no active contract {contract}"
+            )));
+        }
         let mut view = placement(request.placement_id, "complete", vec![id_a()]);
         for c in &mut view.contracts {
             c.state = wire::ContractState::Terminated as i32;
@@ -768,6 +775,37 @@ async fn place_sends_exact_values() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_unit_price_takes_an_optional_currency() {
+    let (_dir, socket, daemon) = mock_daemon().await;
+    let base = ["--socket", &socket, "place", "--units", "1", "--vcpu", "2", "--memory-mib", "4096", "--dry-run"];
+    for (price, currency, micros) in
+        [("1.20 CHF", "CHF", 1_200_000), (" 0.5  chf ", "CHF", 500_000), ("0.45", "EUR", 450_000)]
+    {
+        let out = run_async(&[&base[..], &["--max-unit-price", price]].concat()).await;
+        assert_eq!(out.status.code(), Some(0), "{price:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let p = daemon.seen.lock().unwrap().place.clone().unwrap();
+        assert_eq!(p.max_unit_price, Some(wire::Price { currency: currency.into(), micros }), "{price:?}");
+    }
+    let offers = run_async(&["--socket", &socket, "offers", "list", "--max-unit-price", "0.45 USD"]).await;
+    assert_eq!(offers.status.code(), Some(0), "{}", String::from_utf8_lossy(&offers.stderr));
+    let seen = daemon.seen.lock().unwrap().list_offers.clone().unwrap();
+    assert_eq!(seen.max_unit_price, Some(wire::Price { currency: "USD".into(), micros: 450_000 }));
+
+    for (price, needle) in [
+        ("1.20 SFR1", "not a currency code"),
+        ("1.20 Swiss", "not a currency code"),
+        ("1.20 CHF EUR", "an amount and a currency"),
+        ("CHF 1.20", "not a price"),
+        ("CHF:1.20", "not a price"),
+        ("0.1234567 CHF", "6 decimals"),
+        ("", "empty price"),
+    ] {
+        let line = failure(&run_async(&[&base[..], &["--max-unit-price", price]].concat()).await, 2);
+        assert!(line.contains("--max-unit-price") && line.contains(needle), "{price:?}: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn place_defaults_and_dry_run() {
     let (_dir, socket, daemon) = mock_daemon().await;
     let out =
@@ -855,6 +893,11 @@ async fn placements_list_show_terminate_and_prefixes() {
     let seen = daemon.seen.lock().unwrap().terminate_placement.clone().unwrap();
     assert_eq!(seen.placement_id, placement_a());
     assert_eq!(seen.reason, wire::TerminationReason::CustomerRequest as i32);
+    // Contracts that could not be terminated: named, and the exit status says so.
+    let out = run_async(&["--socket", &socket, "placements", "terminate", &b, "--reason", "breach"]).await;
+    let line = failure(&out, 1);
+    assert!(line.contains("1 of 2 active contracts not terminated") && line.contains(&"77".repeat(32)), "{line}");
+    assert!(out.stdout.is_empty());
 
     // A bad id is a usage error, before the daemon is asked.
     let out = run_async(&["--socket", &socket, "placements", "show", "xyz"]).await;

@@ -160,7 +160,6 @@ fn main() {
         federation: FEDERATION.into(),
         records: n,
         checkpoints: sizes.len() as u64,
-        exported_at_ms: T0,
     };
     let total: usize = records.iter().map(|r| r.len() + 8).sum();
     let mut writer = ExportWriter::new(Vec::with_capacity(total + (1 << 20)), header).unwrap();

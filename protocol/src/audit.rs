@@ -17,7 +17,6 @@
 //! origin <fulcrum/<federation>/<node key hex>>\n
 //! records <N>\n
 //! checkpoints <M>\n
-//! exported-at-ms <u64>\n
 //! \n
 //! N record frames, then M checkpoint frames.
 //! frame = u32 LE payload length | u32 LE CRC32C(payload) | payload
@@ -27,7 +26,7 @@
 //!
 //! Precisely:
 //!
-//! - **Header.** UTF-8 text: the seven lines above, in exactly this order,
+//! - **Header.** UTF-8 text: the six lines above, in exactly this order,
 //!   each a name, one space, a value and a line feed (`\n`, never `\r\n`),
 //!   then one empty line. No other, missing or repeated lines; the whole
 //!   header, empty line included, is at most 4096 bytes
@@ -40,11 +39,13 @@
 //!     character and no `+` (the origin is also a signed-note key name).
 //!   - `origin`: exactly `fulcrum/<federation>/<node-key>`, the origin and
 //!     key name of the node's checkpoints.
-//!   - `records`, `checkpoints`, `exported-at-ms`: decimal u64 in canonical
-//!     form (`0`, or digits with no leading zero, at most
-//!     18446744073709551615). `exported-at-ms` is when the export was
-//!     written, in Unix milliseconds; it is informational and covered by no
-//!     signature.
+//!   - `records`, `checkpoints`: decimal u64 in canonical form (`0`, or
+//!     digits with no leading zero, at most 18446744073709551615).
+//!
+//!   Every byte of the header is bound: the key and origin by the
+//!   checkpoints' signatures, the counts by the frames that must follow.
+//!   The header carries nothing informational that a change could slip
+//!   through (when the export was written is the file's own business).
 //! - **Frames.** Right after the header: exactly N record frames, then
 //!   exactly M checkpoint frames, then the end of the file (any byte after
 //!   the last frame is a failure). A frame is the payload length as a
@@ -206,7 +207,7 @@ const CHUNK_CHECKPOINTS: usize = 4096;
 const CHUNK_BYTES: usize = 64 << 20;
 
 /// Header line names after the first, in their order.
-const HEADER_FIELDS: [&str; 6] = ["node-key", "federation", "origin", "records", "checkpoints", "exported-at-ms"];
+const HEADER_FIELDS: [&str; 5] = ["node-key", "federation", "origin", "records", "checkpoints"];
 
 /// The header of an export: whose log it is and how much of it follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,8 +220,6 @@ pub struct ExportHeader {
     pub records: u64,
     /// How many checkpoint frames follow the records.
     pub checkpoints: u64,
-    /// When the export was written, Unix ms (informational, unsigned).
-    pub exported_at_ms: u64,
 }
 
 impl ExportHeader {
@@ -233,13 +232,12 @@ impl ExportHeader {
     /// The header exactly as it is written, empty line included.
     pub fn to_text(&self) -> String {
         format!(
-            "{FORMAT_LINE}\nnode-key {}\nfederation {}\norigin {}\nrecords {}\ncheckpoints {}\nexported-at-ms {}\n\n",
+            "{FORMAT_LINE}\nnode-key {}\nfederation {}\norigin {}\nrecords {}\ncheckpoints {}\n\n",
             self.node_key,
             self.federation,
             self.origin(),
             self.records,
             self.checkpoints,
-            self.exported_at_ms
         )
     }
 
@@ -292,10 +290,10 @@ impl ExportHeader {
             return Err(if HEADER_FIELDS.contains(&name) {
                 format!("header line {name:?} appears twice")
             } else {
-                format!("unknown header line {:?} after \"exported-at-ms\"", truncated(line))
+                format!("unknown header line {:?} after \"checkpoints\"", truncated(line))
             });
         }
-        let [key_hex, federation, origin, records, checkpoints, exported_at_ms] = values.as_slice() else {
+        let [key_hex, federation, origin, records, checkpoints] = values.as_slice() else {
             return Err("header is incomplete".to_owned());
         };
         if key_hex.len() != 64 || !key_hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
@@ -314,7 +312,6 @@ impl ExportHeader {
             federation: (*federation).to_owned(),
             records: parse_count("records", records)?,
             checkpoints: parse_count("checkpoints", checkpoints)?,
-            exported_at_ms: parse_count("exported-at-ms", exported_at_ms)?,
         };
         let expected_origin = header.origin();
         if *origin != expected_origin {
@@ -467,8 +464,6 @@ pub struct AuditReport {
     pub node_key: Option<String>,
     /// Its federation (None if the header could not be read).
     pub federation: Option<String>,
-    /// When the export says it was written, Unix ms (unsigned).
-    pub exported_at_ms: Option<u64>,
     /// Record frames read.
     pub records: u64,
     /// Countersigned contract records among them.
@@ -712,7 +707,6 @@ impl Verifier {
             report: AuditReport {
                 node_key: None,
                 federation: None,
-                exported_at_ms: None,
                 records: 0,
                 contracts: 0,
                 pending: 0,
@@ -742,6 +736,25 @@ impl Verifier {
         }
     }
 
+    /// Keeps a checkpoint's or the coverage failure about records
+    /// `[position, until)` unless a record in that range failed on its own:
+    /// that record (or the framing it broke) is the damage the checkpoints
+    /// show, and stays the one named.
+    fn fail_over(
+        &mut self,
+        position: u64,
+        until: u64,
+        class: Class,
+        record: Option<u64>,
+        checkpoint: Option<u64>,
+        reason: String,
+    ) {
+        if matches!(self.best, Some((p, Class::Record)) if (position..until).contains(&p)) {
+            return;
+        }
+        self.fail(position, class, record, checkpoint, reason);
+    }
+
     /// Keeps `failure` if it comes before the one held.
     fn fail(&mut self, position: u64, class: Class, record: Option<u64>, checkpoint: Option<u64>, reason: String) {
         if self.best.is_none_or(|best| (position, class) < best) {
@@ -761,7 +774,6 @@ impl Verifier {
         };
         self.report.node_key = Some(header.node_key.to_string());
         self.report.federation = Some(header.federation.clone());
-        self.report.exported_at_ms = Some(header.exported_at_ms);
 
         let complete = self.read_records(&mut reader, &header);
         self.report.node_key_now = Some(self.keys(&header).now().to_string());
@@ -1050,7 +1062,7 @@ impl Verifier {
                     }
                 };
                 if let Err((record, reason)) = self.check_checkpoint(k, size, root, good, records) {
-                    self.fail(good_size, Class::Checkpoint, record, Some(k), reason);
+                    self.fail_over(good_size, size.max(good_size + 1), Class::Checkpoint, record, Some(k), reason);
                     continue;
                 }
                 good = Some((k, size, root));
@@ -1064,7 +1076,7 @@ impl Verifier {
                     ),
                     Stop::Broken(why) => why,
                 };
-                self.fail(good_size, Class::Checkpoint, None, Some(number), reason);
+                self.fail_over(good_size, u64::MAX, Class::Checkpoint, None, Some(number), reason);
                 return;
             }
         }
@@ -1096,7 +1108,7 @@ impl Verifier {
         let covered = good.map_or(0, |(_, size, _)| size);
         if covered < records {
             let reason = format!("records [{covered}, {records}) are not covered by any checkpoint signed by the node");
-            self.fail(covered, Class::Coverage, Some(covered), None, reason);
+            self.fail_over(covered, u64::MAX, Class::Coverage, Some(covered), None, reason);
         }
     }
 
@@ -2104,7 +2116,6 @@ mod tests {
             federation: FED.into(),
             records: records.len() as u64,
             checkpoints: sizes.len() as u64,
-            exported_at_ms: 42,
         };
         let mut w = ExportWriter::new(Vec::new(), header).unwrap();
         for r in records {
@@ -2261,7 +2272,6 @@ mod tests {
             federation: FED.into(),
             records: n,
             checkpoints: sizes.len() as u64,
-            exported_at_ms: 42,
         };
         let mut w = ExportWriter::new(Vec::new(), header).unwrap();
         for r in records {

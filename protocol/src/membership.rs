@@ -1,7 +1,8 @@
 //! Federation membership: a charter names the admission authorities and the
 //! threshold k; a member certificate is valid when k distinct authorities of
 //! the charter signed it and it is within its validity; a revocation signed
-//! by k authorities ends it. A threshold of 0 is an open federation.
+//! by k authorities ends it from its `revoked_at_ms` on (at once when that is
+//! past). A threshold of 0 is an open federation.
 //!
 //! A member that rotates its key ([`crate::rotation`]) keeps its membership:
 //! the new key stands on the certificate of the key it took over from, for
@@ -326,7 +327,9 @@ pub struct RevocationBody {
     pub federation: String,
     /// The revoked member.
     pub member: PublicKey,
-    /// When, Unix ms.
+    /// When it takes effect, Unix ms: from then on the member is refused;
+    /// what it did before stays valid. A time already past when the
+    /// revocation arrives means at once.
     pub revoked_at_ms: u64,
     /// Why.
     pub reason: String,
@@ -464,11 +467,13 @@ impl Membership {
         &self.charter
     }
 
-    /// Learns a member's certificate after verifying it.
+    /// Learns a member's certificate after verifying it. A member whose
+    /// revocation is in effect is refused; one whose revocation takes effect
+    /// later is a member until then.
     pub fn add_certificate(&mut self, cert: MemberCertificate, now_ms: u64) -> Result<(), MembershipError> {
         cert.verify(&self.charter, now_ms)?;
         let member = cert.body.member;
-        if self.revoked.contains_key(&member) {
+        if self.revoked_by(&member, now_ms).is_some() {
             return Err(MembershipError::Revoked(member));
         }
         // Keep the certificate that lasts longest.
@@ -480,29 +485,47 @@ impl Membership {
         Ok(())
     }
 
-    /// Applies a verified revocation. Returns true when it is new.
+    /// Applies a verified revocation. Returns true when it is new: the first
+    /// of its member, or one that takes effect earlier than the one known
+    /// (which it replaces; a later one changes nothing). It takes effect at
+    /// its `revoked_at_ms` (see [`Membership::check`]); until then the
+    /// member's certificate still counts.
     pub fn revoke(&mut self, revocation: Revocation) -> Result<bool, MembershipError> {
         revocation.verify(&self.charter)?;
         let member = revocation.body.member;
-        self.certificates.remove(&member);
-        Ok(self.revoked.insert(member, revocation).is_none())
+        if self.revoked_at(&member).is_some_and(|known| known <= revocation.body.revoked_at_ms) {
+            return Ok(false);
+        }
+        self.revoked.insert(member, revocation);
+        Ok(true)
+    }
+
+    /// When the revocation known of `member` takes (or took) effect.
+    pub fn revoked_at(&self, member: &PublicKey) -> Option<u64> {
+        self.revoked.get(member).map(|r| r.body.revoked_at_ms)
+    }
+
+    /// The revocation of `member` in effect at `now_ms`, if any.
+    fn revoked_by(&self, member: &PublicKey, now_ms: u64) -> Option<&Revocation> {
+        self.revoked.get(member).filter(|r| r.body.revoked_at_ms <= now_ms)
     }
 
     /// Whether `member` may take part at `now_ms`: in an open federation
     /// anyone not revoked; otherwise a certificate, verified when it was
-    /// added, valid at `now_ms` and not revoked.
+    /// added, valid at `now_ms` and not revoked. A revocation counts from
+    /// its `revoked_at_ms` on.
     ///
     /// A key another took over from is refused; a key that took over from
     /// another stands on the certificate of the first key of its chain, and
     /// is refused when any key of the chain is revoked.
     pub fn check(&self, member: &PublicKey, now_ms: u64) -> Result<(), MembershipError> {
-        if self.revoked.contains_key(member) {
+        if self.revoked_by(member, now_ms).is_some() {
             return Err(MembershipError::Revoked(*member));
         }
         if let Some(rotation) = self.rotated.get(member) {
             return Err(MembershipError::Rotated { old: *member, new: rotation.body().new_key });
         }
-        let member = &self.certified_key(member)?;
+        let member = &self.certified_key(member, now_ms)?;
         if self.charter.is_open() {
             return Ok(());
         }
@@ -517,12 +540,12 @@ impl Membership {
     }
 
     /// The key whose certificate `member` stands on: itself, or the first
-    /// key of the chain of rotations it took over through. Any revoked key on
-    /// the way is an error.
-    fn certified_key(&self, member: &PublicKey) -> Result<PublicKey, MembershipError> {
+    /// key of the chain of rotations it took over through. Any key on the
+    /// way revoked at `now_ms` is an error.
+    fn certified_key(&self, member: &PublicKey, now_ms: u64) -> Result<PublicKey, MembershipError> {
         let mut key = *member;
         for _ in 0..MAX_CHAIN {
-            if self.revoked.contains_key(&key) {
+            if self.revoked_by(&key, now_ms).is_some() {
                 return Err(MembershipError::Revoked(key));
             }
             match self.took_over.get(&key) {
@@ -580,14 +603,44 @@ impl Membership {
         self.rotated.get(key)
     }
 
-    /// True once `member` was revoked.
+    /// True once a revocation of `member` is known, whether or not it is in
+    /// effect yet.
     pub fn is_revoked(&self, member: &PublicKey) -> bool {
         self.revoked.contains_key(member)
     }
 
-    /// Every certificate known (each verified when added).
+    /// Every certificate known (each verified when added) of a member with
+    /// no revocation known. (The certificate of a member whose revocation
+    /// takes effect later still counts for [`Membership::check`] until then.)
     pub fn certificates(&self) -> impl Iterator<Item = &MemberCertificate> {
-        self.certificates.values()
+        self.certificates.values().filter(|c| !self.revoked.contains_key(&c.body.member))
+    }
+
+    /// The members whose standing ended at a time in (`after_ms`,
+    /// `until_ms`]: their certificate expired, or their revocation took
+    /// effect, then. (The keys that took over from them by rotation stand
+    /// on the same certificate and fall with them.)
+    pub fn lapsed_between(&self, after_ms: u64, until_ms: u64) -> Vec<PublicKey> {
+        let within = |at: u64| after_ms < at && at <= until_ms;
+        // A certificate that ends after its member's revocation took effect changes nothing.
+        let expired = self
+            .certificates
+            .values()
+            .filter(|c| within(c.body.not_after_ms) && self.revoked_by(&c.body.member, c.body.not_after_ms).is_none())
+            .map(|c| c.body.member);
+        let revoked = self.revoked.values().filter(|r| within(r.body.revoked_at_ms)).map(|r| r.body.member);
+        let mut lapsed: Vec<PublicKey> = expired.chain(revoked).collect();
+        lapsed.sort_unstable();
+        lapsed.dedup();
+        lapsed
+    }
+
+    /// The first time after `after_ms` at which a certificate known expires
+    /// or a revocation known takes effect; None when there is none.
+    pub fn next_lapse_after(&self, after_ms: u64) -> Option<u64> {
+        let ends = self.certificates.values().map(|c| c.body.not_after_ms);
+        let revocations = self.revoked.values().map(|r| r.body.revoked_at_ms);
+        ends.chain(revocations).filter(|at| *at > after_ms).min()
     }
 
     /// Every revocation known.
@@ -603,12 +656,12 @@ impl Membership {
         if self.rotated.contains_key(member) {
             return BTreeSet::new();
         }
-        let Ok(member) = &self.certified_key(member) else {
+        let Ok(member) = &self.certified_key(member, now_ms) else {
             return BTreeSet::new();
         };
         match self.certificates.get(member) {
             Some(c)
-                if !self.revoked.contains_key(member)
+                if self.revoked_by(member, now_ms).is_none()
                     && (c.body.not_before_ms..c.body.not_after_ms).contains(&now_ms) =>
             {
                 c.body.labels.clone()

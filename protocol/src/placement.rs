@@ -16,7 +16,8 @@
 //!    is released, the failed offer is excluded, and the placement plans
 //!    again, until the deadline. Proposals of the abandoned attempt still
 //!    unanswered are waited for first (a hold they bring is released at
-//!    once), so that the next attempt never competes with its own holds.
+//!    once, and waited for until the release is acknowledged), so that the
+//!    next attempt never competes with its own holds.
 //!    Every attempt excludes at least one offer, so attempts are bounded by
 //!    the book.
 //! 4. **Commit.** Once every hold is granted, a `committing` record naming
@@ -393,12 +394,18 @@ impl Coordinator {
                     return Output::default();
                 };
                 if self.jobs.get(&id).is_some_and(|j| j.draining.contains(negotiation_id)) {
-                    let mut out = Output::default();
-                    if let Some(step) = consumer.release(now_ms, rng, *negotiation_id) {
-                        out.step.extend(step);
-                    }
-                    out.extend(self.drained(now_ms, rng, consumer, book, id, negotiation_id));
-                    return out;
+                    // A hold for an abandoned attempt: released, and still
+                    // drained until the release is acknowledged (the next
+                    // attempt may ask the same provider, and its Propose
+                    // could overtake the Release).
+                    return match consumer.release(now_ms, rng, *negotiation_id) {
+                        Some(step) if !step.is_empty() => Output { step, finished: Vec::new() },
+                        other => {
+                            let mut out = Output { step: other.unwrap_or_default(), finished: Vec::new() };
+                            out.extend(self.drained(now_ms, rng, consumer, book, id, negotiation_id));
+                            out
+                        }
+                    };
                 }
                 self.set_leg(negotiation_id, LegState::Held { contract_id: *contract_id });
                 self.commit_when_held(now_ms, rng, consumer, id)

@@ -132,7 +132,6 @@ fn header(records: usize, checkpoints: usize) -> ExportHeader {
         federation: FEDERATION.into(),
         records: records as u64,
         checkpoints: checkpoints as u64,
-        exported_at_ms: T0 + 5 * HOUR_MS,
     }
 }
 
@@ -194,7 +193,6 @@ fn a_valid_export_verifies_with_the_right_counts_and_root() {
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.node_key, Some(node().public().to_string()));
     assert_eq!(report.federation.as_deref(), Some(FEDERATION));
-    assert_eq!(report.exported_at_ms, Some(T0 + 5 * HOUR_MS));
     assert_eq!(report.records, 9);
     assert_eq!(
         (report.offers, report.contracts, report.pending, report.abandoned, report.terminations, report.evidence),
@@ -216,8 +214,7 @@ fn a_valid_export_verifies_with_the_right_counts_and_root() {
         header_text(&bytes),
         format!(
             "fulcrum-audit-export v1\nnode-key {key}\nfederation {FEDERATION}\norigin fulcrum/{FEDERATION}/{key}\n\
-             records 9\ncheckpoints 6\nexported-at-ms {}\n\n",
-            T0 + 5 * HOUR_MS
+             records 9\ncheckpoints 6\n\n"
         )
     );
 
@@ -236,30 +233,45 @@ fn an_empty_export_is_valid_and_checkpoints_of_size_zero_are_fine() {
     assert!(verify(&export(&[], &[0])).is_ok());
 }
 
-/// Every single-byte change anywhere in an export is detected. The one
-/// field no signature covers, the export time, cannot fail verification
-/// when changed to other digits, but the report then shows the changed time.
+/// Every single-byte change anywhere in an export is detected, header
+/// included.
 #[test]
 fn every_byte_of_a_small_export_is_protected() {
     let records = small_log();
     let bytes = export(&records, &[2, 4]);
     let original = verify(&bytes);
     assert!(original.is_ok(), "{original}");
-    let time_line = format!("exported-at-ms {}\n", T0 + 5 * HOUR_MS);
-    let time_start = String::from_utf8_lossy(&bytes).find(&time_line).unwrap() + "exported-at-ms ".len();
-    let time_digits = time_start..time_start + time_line.len() - "exported-at-ms \n".len();
+    // Where each frame lies: a change inside one names that record or
+    // checkpoint.
+    let header_len = bytes.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+    let mut frames = Vec::new();
+    let mut at = header_len;
+    for (k, r) in records.iter().enumerate() {
+        frames.push((at..at + 8 + r.len(), Some(k as u64), None));
+        at += 8 + r.len();
+    }
+    for (j, n) in notes(&records, &[2, 4]).iter().enumerate() {
+        frames.push((at..at + 8 + n.len(), None, Some(j as u64)));
+        at += 8 + n.len();
+    }
+    assert_eq!(at, bytes.len());
     for i in 0..bytes.len() {
         for flip in [0x01u8, 0x80] {
             let mut b = bytes.clone();
             b[i] ^= flip;
             let report = verify(&b);
-            if time_digits.contains(&i) {
-                if report.is_ok() {
-                    assert_ne!(report.exported_at_ms, original.exported_at_ms, "byte {i} ^ {flip:#x} went unnoticed");
-                    assert_eq!(report.root, original.root);
+            let failure = report.first_failure.clone();
+            let failure = failure.unwrap_or_else(|| panic!("byte {i} ^ {flip:#x} was accepted: {report}"));
+            match frames.iter().find(|(range, _, _)| range.contains(&i)) {
+                Some((_, Some(record), _)) => {
+                    assert_eq!(failure.record, Some(*record), "byte {i} ^ {flip:#x}: {failure}");
                 }
-            } else {
-                assert!(!report.is_ok(), "byte {i} ^ {flip:#x} was accepted: {report}");
+                Some((_, None, checkpoint)) => {
+                    assert_eq!(failure.checkpoint, *checkpoint, "byte {i} ^ {flip:#x}: {failure}");
+                }
+                // A changed count in the header is named where the frames
+                // stop matching it.
+                None => {}
             }
         }
     }
@@ -585,7 +597,7 @@ fn header_edits_fail_with_a_clear_reason() {
         (good.replacen(&format!("node-key {key}"), &format!("node-key {}", "0".repeat(64)), 1), "not a valid Ed25519"),
         (good.replacen(&line("origin"), "origin fulcrum/x", 1), "origin"),
         (good.replacen(&format!("{}\n", line("origin")), "", 1), "header line \"origin\" is missing"),
-        (good.replacen("\n\n", "\nexported-at-ms 1\n\n", 1), "appears twice"),
+        (good.replacen("\n\n", "\nrecords 1\n\n", 1), "appears twice"),
         (good.replacen("\n\n", "\ncomment hello\n\n", 1), "unknown header line"),
         (good.replacen("node-key", "node-id", 1), "unknown header line"),
         (good.replacen("records 4", "records 04", 1), "not a canonical decimal"),

@@ -403,6 +403,73 @@ fn membership_admits_and_revokes_with_two_of_three() {
     assert_eq!(m.check(&other_member, NOW), Ok(()));
 }
 
+/// A revocation counts from its `revoked_at_ms`: dated in the future, the
+/// member takes part until then; dated in the past, at once. Of two
+/// revocations of one member, the one that takes effect first holds.
+#[test]
+fn a_revocation_takes_effect_at_its_time() {
+    let mut m = Membership::new(charter(2)).unwrap();
+    let who = member();
+    let [a, b, c] = AUTHORITIES;
+    m.add_certificate(certificate(&body_for(who), &[a, b]), NOW).unwrap();
+    let at = |revoked_at_ms| revocation(&RevocationBody { revoked_at_ms, ..revocation_body(who) }, &[b, c]);
+
+    assert_eq!(m.revoke(at(NOW + HOUR_MS)), Ok(true));
+    assert!(m.is_revoked(&who));
+    assert_eq!(m.revoked_at(&who), Some(NOW + HOUR_MS));
+    for now in [NOW, NOW + HOUR_MS - 1] {
+        assert_eq!(m.check(&who, now), Ok(()), "a member until its revocation takes effect");
+        assert_eq!(m.attested_labels(&who, now), cert_labels());
+    }
+    assert_eq!(m.check(&who, NOW + HOUR_MS), Err(MembershipError::Revoked(who)));
+    assert_eq!(m.attested_labels(&who, NOW + HOUR_MS), BTreeSet::new());
+    // Until then a new certificate is taken; from then on, none.
+    let renewed = CertificateBody { serial: 8, not_after_ms: NOW + 700 * DAY_MS, ..body_for(who) };
+    assert_eq!(m.add_certificate(certificate(&renewed, &[a, c]), NOW + 1), Ok(()));
+    assert_eq!(m.check(&who, NOW + HOUR_MS), Err(MembershipError::Revoked(who)), "a renewal does not undo it");
+    assert_eq!(m.add_certificate(certificate(&renewed, &[a, c]), NOW + HOUR_MS), Err(MembershipError::Revoked(who)));
+    // A pending revocation's member is not passed on as a member.
+    assert_eq!(m.certificates().count(), 0);
+
+    // A later revocation changes nothing; an earlier one takes over.
+    assert_eq!(m.revoke(at(NOW + 2 * HOUR_MS)), Ok(false));
+    assert_eq!(m.revoked_at(&who), Some(NOW + HOUR_MS));
+    assert_eq!(m.revoke(at(NOW + HOUR_MS)), Ok(false), "the same one again");
+    assert_eq!(m.revoke(at(NOW - DAY_MS)), Ok(true), "dated in the past: at once");
+    assert_eq!(m.check(&who, NOW), Err(MembershipError::Revoked(who)));
+    assert_eq!(m.revoked_at(&who), Some(NOW - DAY_MS));
+}
+
+/// When members' standings end, for a node to act on: certificates that
+/// expire and revocations that take effect, each at its time.
+#[test]
+fn membership_lapses_in_time_order() {
+    let mut m = Membership::new(charter(2)).unwrap();
+    let [a, b, _] = AUTHORITIES;
+    let [expiring, revoked, both] = [1, 2, 3].map(|n| identity(n).public());
+    let ends = |member, not_after_ms| certificate(&CertificateBody { not_after_ms, ..body_for(member) }, &[a, b]);
+    m.add_certificate(ends(expiring, NOW + 2 * HOUR_MS), NOW).unwrap();
+    m.add_certificate(ends(revoked, NOW + 365 * DAY_MS), NOW).unwrap();
+    // Revoked before its certificate ends: the end is no news.
+    m.add_certificate(ends(both, NOW + 3 * HOUR_MS), NOW).unwrap();
+    for (who, at) in [(revoked, NOW + HOUR_MS), (both, NOW + HOUR_MS)] {
+        let body = RevocationBody { revoked_at_ms: at, ..revocation_body(who) };
+        assert_eq!(m.revoke(revocation(&body, &[a, b])), Ok(true));
+    }
+    let mut together = vec![revoked, both];
+    together.sort();
+
+    assert_eq!(m.next_lapse_after(NOW), Some(NOW + HOUR_MS));
+    assert_eq!(m.lapsed_between(NOW, NOW + HOUR_MS - 1), Vec::<PublicKey>::new());
+    assert_eq!(m.lapsed_between(NOW, NOW + HOUR_MS), together);
+    assert_eq!(m.next_lapse_after(NOW + HOUR_MS), Some(NOW + 2 * HOUR_MS));
+    assert_eq!(m.lapsed_between(NOW + HOUR_MS, NOW + 2 * HOUR_MS), [expiring]);
+    assert_eq!(m.next_lapse_after(NOW + 2 * HOUR_MS), Some(NOW + 3 * HOUR_MS));
+    assert_eq!(m.lapsed_between(NOW + 2 * HOUR_MS, NOW + 3 * HOUR_MS), Vec::<PublicKey>::new());
+    assert_eq!(m.lapsed_between(NOW, NOW + 400 * DAY_MS).len(), 3, "each member once");
+    assert_eq!(m.next_lapse_after(NOW + 365 * DAY_MS), None);
+}
+
 #[test]
 fn membership_add_certificate_checks_it() {
     let mut m = Membership::new(charter(2)).unwrap();

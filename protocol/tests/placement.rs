@@ -28,7 +28,7 @@ use fulcrum_protocol::matching::Spread;
 use fulcrum_protocol::messages::TerminationReason;
 use fulcrum_protocol::negotiation::{Consumer, Provider, Step};
 use fulcrum_protocol::offer::{Country, Price, Resources};
-use fulcrum_protocol::placement::{Coordinator, PlacementRecord, PlacementState, PlacementTerms};
+use fulcrum_protocol::placement::{COMMIT_GRACE_FACTOR, Coordinator, PlacementRecord, PlacementState, PlacementTerms};
 use fulcrum_protocol::record::Record;
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -99,6 +99,8 @@ struct World {
     finished: Vec<PlacementRecord>,
     /// Every placement started, by consumer.
     started: Vec<(usize, PlacementId)>,
+    /// How long a placement may take.
+    deadline_ms: u64,
 }
 
 fn decode_log(log: &[Vec<u8>]) -> Vec<Record> {
@@ -116,6 +118,10 @@ fn consumer_seed(k: usize) -> u8 {
 impl World {
     fn new(seed: u64, consumers: usize, capacity: Vec<u32>) -> World {
         let limits = Limits { hold_ttl_ms: 20_000, reply_timeout_ms: 3_000, ..Limits::default() };
+        World::with_limits(seed, consumers, capacity, limits)
+    }
+
+    fn with_limits(seed: u64, consumers: usize, capacity: Vec<u32>, limits: Limits) -> World {
         let mut keys = HashMap::new();
         let mut providers = Vec::new();
         let mut signed = Vec::new();
@@ -163,6 +169,7 @@ impl World {
             net: Vec::new(),
             finished: Vec::new(),
             started: Vec::new(),
+            deadline_ms: DEADLINE_MS,
         }
     }
 
@@ -228,36 +235,29 @@ impl World {
         }
     }
 
+    /// Starts a placement at consumer `k`; None when nothing fits at all.
+    fn start(&mut self, k: usize, terms: PlacementTerms) -> Option<PlacementId> {
+        let deadline = self.now + self.deadline_ms;
+        let (id, out) = self.coordinators[k]
+            .start(self.now, &mut self.rng, &mut self.consumers[k], &self.books[k], terms, deadline)
+            .ok()?;
+        self.started.push((k, id));
+        self.finished.extend(out.finished);
+        self.apply(Who::Consumer(k), out.step);
+        Some(id)
+    }
+
     fn run(&mut self, op: Op) {
         match op {
             Op::Place { consumer, units, spread, gaia, cheap } => {
                 let terms = PlacementTerms {
-                    units,
-                    spread,
-                    min_per_unit: Resources { vcpu: 4, ..Resources::default() },
-                    countries: BTreeSet::new(),
                     labels: gaia.map(|_| GAIA.to_owned()).into_iter().collect(),
                     attested_labels: gaia == Some(true),
-                    min_sla_permille: 0,
                     // The two most expensive providers are out when cheap.
                     max_unit_price: cheap.then(|| Price::eur(1_150_000)),
-                    start_ms: self.now,
-                    duration_ms: 2 * HOUR_MS,
+                    ..terms(self.now, units, spread)
                 };
-                let k = consumer;
-                let started = self.coordinators[k].start(
-                    self.now,
-                    &mut self.rng,
-                    &mut self.consumers[k],
-                    &self.books[k],
-                    terms,
-                    self.now + DEADLINE_MS,
-                );
-                if let Ok((id, out)) = started {
-                    self.started.push((k, id));
-                    self.finished.extend(out.finished);
-                    self.apply(Who::Consumer(k), out.step);
-                }
+                self.start(consumer, terms);
             }
             Op::Deliver(i) => self.deliver(i),
             Op::Duplicate(i) => {
@@ -423,6 +423,22 @@ impl World {
                 assert!(self.placements(*k).get(id).is_some_and(|p| p.state.is_final()));
             }
         }
+    }
+}
+
+/// `units` replicas of 4 vCPU for two hours from `now`, at any price.
+fn terms(now: u64, units: u32, spread: Spread) -> PlacementTerms {
+    PlacementTerms {
+        units,
+        spread,
+        min_per_unit: Resources { vcpu: 4, ..Resources::default() },
+        countries: BTreeSet::new(),
+        labels: BTreeSet::new(),
+        attested_labels: false,
+        min_sla_permille: 0,
+        max_unit_price: None,
+        start_ms: now,
+        duration_ms: 2 * HOUR_MS,
     }
 }
 
@@ -644,5 +660,188 @@ fn a_retry_waits_for_its_releases() {
     let p = final_state(&w, 0, id).expect("finished");
     assert_eq!(p.state, PlacementState::Complete, "{p:?}");
     assert_eq!(p.attempts, 2);
+    w.check_all_or_nothing();
+}
+
+/// Provider `i` republishes its offer at `micros` per unit-hour; the
+/// consumers' books keep the price they saw before.
+fn reprice(w: &mut World, i: usize, micros: u64) {
+    let mut offer = w.providers[i].own_offers().find(|s| s.offer().offer_id == OFFER).unwrap().offer().clone();
+    offer.unit_price_per_hour.micros = micros;
+    let (_, step) = w.providers[i].publish(offer, w.now, 24 * HOUR_MS).unwrap();
+    w.apply(Who::Provider(i), step);
+}
+
+/// Delivers everything in flight, in order, without letting time pass;
+/// messages to `unreachable` are lost. Calls `watch` after every delivery,
+/// with the packet delivered.
+fn deliver_watching(w: &mut World, unreachable: &[Who], mut watch: impl FnMut(&World, &Packet)) {
+    loop {
+        w.net.retain(|p| !unreachable.contains(&p.to));
+        let Some(packet) = w.net.first().cloned() else { return };
+        w.deliver(0);
+        watch(w, &packet);
+    }
+}
+
+/// The unit price of every Counter delivered, with its sender.
+fn deliver_noting_counters(w: &mut World) -> Vec<(Who, Option<Price>)> {
+    let mut counters = Vec::new();
+    deliver_watching(w, &[], |_, p| {
+        if let fulcrum_protocol::messages::Message::Counter(c) = message(p) {
+            counters.push((p.from, c.unit_price));
+        }
+    });
+    counters
+}
+
+/// The message a packet carries.
+fn message(p: &Packet) -> fulcrum_protocol::messages::Message {
+    let envelope = Envelope::decode(&p.bytes, usize::MAX).unwrap();
+    fulcrum_protocol::messages::Message::open(&envelope, &Limits::default()).unwrap()
+}
+
+/// The price of every contract active at consumer `k`, by provider.
+fn prices_by_provider(w: &World, k: usize) -> HashMap<PublicKey, Price> {
+    World::active_in(&w.consumer_logs[k])
+        .values()
+        .map(|c| (c.terms().provider, c.terms().unit_price_per_hour))
+        .collect()
+}
+
+/// Runs placement `id` of consumer 0 with `unreachable` providers, time
+/// moving in half-second ticks, until its final record is written; then
+/// delivers what is in flight at that moment (time standing still). Returns
+/// the record and the most holds each provider had at once on the way.
+fn run_to_the_end(w: &mut World, id: PlacementId, unreachable: &[Who]) -> (PlacementRecord, Vec<usize>) {
+    let started = w.now;
+    let grace = COMMIT_GRACE_FACTOR * w.limits.reply_timeout_ms;
+    let mut most = vec![0; w.providers.len()];
+    let mut watch = |w: &World, _: &Packet| {
+        for (i, p) in w.providers.iter().enumerate() {
+            most[i] = most[i].max(p.live_holds());
+        }
+    };
+    loop {
+        deliver_watching(w, unreachable, &mut watch);
+        if let Some(p) = final_state(w, 0, id) {
+            return (p, most);
+        }
+        assert!(w.now < started + w.deadline_ms + grace, "still not over at the deadline and its grace");
+        w.run(Op::Advance(500));
+    }
+}
+
+/// Every candidate fails and no alternative is left: two replicas on
+/// distinct providers, where provider 1 refuses and provider 2 never hears
+/// anything, so provider 0 cannot be paired with anyone. The placement ends
+/// `failed` within its deadline and the commit grace, and at that moment no
+/// provider holds anything: the holds provider 0 granted were released, not
+/// left to expire (their time to live is thirty times the deadline).
+#[test]
+fn when_every_candidate_fails_the_placement_fails_in_time_and_no_hold_is_left() {
+    let limits = Limits { hold_ttl_ms: 600_000, reply_timeout_ms: 3_000, ..Limits::default() };
+    let mut w = World::with_limits(7, 1, vec![1, 1, 1], limits);
+    w.providers[1].stop_accepting();
+    let started = w.now;
+    let id = w.start(0, terms(w.now, 2, Spread::Providers)).unwrap();
+    let (p, most) = run_to_the_end(&mut w, id, &[Who::Provider(2)]);
+    assert_eq!(p.state, PlacementState::Failed, "{p:?}");
+    assert_eq!(p.attempts, 2, "providers 0+1, then 0+2: {p:?}");
+    assert!(p.contracts.is_empty() && p.unresolved.is_empty(), "{p:?}");
+    let grace = COMMIT_GRACE_FACTOR * w.limits.reply_timeout_ms;
+    assert!(p.at_ms <= started + DEADLINE_MS + grace, "ended {} ms after the start", p.at_ms - started);
+    assert!(w.now < started + w.limits.hold_ttl_ms, "no hold can have expired yet");
+    assert_eq!(most[0], 1, "provider 0 granted holds");
+    let holds: Vec<usize> = w.providers.iter().map(Provider::live_holds).collect();
+    assert_eq!(holds, [0, 0, 0], "holds left when the placement failed");
+    assert!(w.consumers[0].in_flight() == 0 && w.coordinators[0].in_flight() == 0);
+    w.settle();
+    w.check_all_or_nothing();
+}
+
+/// Every candidate fails within the deadline, with silent candidates still
+/// untried: the deadline ends the placement `failed`, and the hold provider
+/// 0 granted to the last attempt is released then, not left to expire.
+#[test]
+fn when_the_deadline_passes_on_failing_candidates_no_hold_is_left() {
+    let limits = Limits { hold_ttl_ms: 600_000, reply_timeout_ms: 3_000, ..Limits::default() };
+    let mut w = World::with_limits(8, 1, vec![1, 1, 1, 1], limits);
+    // Each silent provider costs a slice of three reply timeouts: the
+    // deadline passes while provider 3 is being waited for.
+    w.deadline_ms = 12_000;
+    w.providers[1].stop_accepting();
+    let started = w.now;
+    let id = w.start(0, terms(w.now, 2, Spread::Providers)).unwrap();
+    let (p, most) = run_to_the_end(&mut w, id, &[Who::Provider(2), Who::Provider(3)]);
+    assert_eq!(p.state, PlacementState::Failed, "{p:?}");
+    assert_eq!(p.attempts, 3, "providers 0+1, 0+2, then 0+3: {p:?}");
+    let grace = COMMIT_GRACE_FACTOR * w.limits.reply_timeout_ms;
+    assert!(p.at_ms <= started + w.deadline_ms + grace, "ended {} ms after the start", p.at_ms - started);
+    assert!(w.now < started + w.limits.hold_ttl_ms, "no hold can have expired yet");
+    assert_eq!(most[0], 1, "provider 0 granted holds");
+    let holds: Vec<usize> = w.providers.iter().map(Provider::live_holds).collect();
+    assert_eq!(holds, [0, 0, 0, 0], "holds left when the placement failed");
+    w.settle();
+    w.check_all_or_nothing();
+}
+
+/// Provider 0 raised its price after the consumer's book saw its offer, so
+/// it counters the proposal with the new price. Within the request's
+/// maximum unit price the counter is accepted without asking anyone, and
+/// the contract is made at the counter price.
+#[test]
+fn a_counter_within_the_maximum_price_is_accepted_at_its_price() {
+    let mut w = World::new(9, 1, vec![1, 1, 1]);
+    reprice(&mut w, 0, 1_120_000);
+    // The book: provider 0 at 1.00, 1 at 1.10, 2 at 1.20 (too dear).
+    let max = Price::eur(1_150_000);
+    let id = w.start(0, PlacementTerms { max_unit_price: Some(max), ..terms(w.now, 2, Spread::Providers) }).unwrap();
+    let counters = deliver_noting_counters(&mut w);
+    assert_eq!(counters, [(Who::Provider(0), Some(Price::eur(1_120_000)))]);
+    let p = final_state(&w, 0, id).expect("finished");
+    assert_eq!(p.state, PlacementState::Complete, "{p:?}");
+    assert_eq!(p.attempts, 1, "{p:?}");
+    let prices = prices_by_provider(&w, 0);
+    assert_eq!(prices.len(), 2, "{prices:?}");
+    assert_eq!(prices[&w.providers[0].public()], Price::eur(1_120_000), "contracted at the counter price");
+    assert_eq!(prices[&w.providers[1].public()], Price::eur(1_100_000));
+    w.check_all_or_nothing();
+}
+
+/// Provider 0 raised its price beyond the request's maximum unit price: its
+/// counter is refused, and the placement moves on to the next candidate
+/// (releasing the hold it got meanwhile first, so that the retry never
+/// competes with it).
+#[test]
+fn a_counter_above_the_maximum_price_is_refused_and_the_next_candidate_used() {
+    let mut w = World::new(10, 1, vec![1, 1, 1]);
+    reprice(&mut w, 0, 1_300_000);
+    // The book: provider 0 at 1.00, 1 at 1.10, 2 at 1.20; all within 1.25.
+    let max = Price::eur(1_250_000);
+    let id = w.start(0, PlacementTerms { max_unit_price: Some(max), ..terms(w.now, 2, Spread::Providers) }).unwrap();
+    // Provider 1's hold arrives after the counter failed the attempt: the
+    // retry asks provider 1 again only once that hold is released.
+    let mut counters = Vec::new();
+    deliver_watching(&mut w, &[], |w, p| {
+        use fulcrum_protocol::messages::Message;
+        if let Message::Counter(c) = message(p) {
+            counters.push((p.from, c.unit_price));
+        }
+        let to_1: Vec<Message> = w.net.iter().filter(|p| p.to == Who::Provider(1)).map(message).collect();
+        let release = to_1.iter().any(|m| matches!(m, Message::Release(_)));
+        let propose = to_1.iter().any(|m| matches!(m, Message::Propose(_)));
+        assert!(!(release && propose), "proposed again before the release was acknowledged");
+    });
+    assert_eq!(counters, [(Who::Provider(0), Some(Price::eur(1_300_000)))]);
+    let p = final_state(&w, 0, id).expect("finished");
+    assert_eq!(p.state, PlacementState::Complete, "{p:?}");
+    assert_eq!(p.attempts, 2, "providers 0+1, then 1+2: {p:?}");
+    let prices = prices_by_provider(&w, 0);
+    assert_eq!(prices.len(), 2, "{prices:?}");
+    assert_eq!(prices[&w.providers[1].public()], Price::eur(1_100_000));
+    assert_eq!(prices[&w.providers[2].public()], Price::eur(1_200_000));
+    assert!(World::active_in(&w.provider_logs[0]).is_empty(), "no contract at the refused counter");
+    assert!(w.providers.iter().all(|p| p.live_holds() == 0));
     w.check_all_or_nothing();
 }

@@ -1,6 +1,6 @@
 //! Verifiable logs with real daemons: exports verify offline and name the
 //! first damaged record, a node that rewrites its log is caught by its peers
-//! within seconds, and a counterparty that drops a shared contract is caught
+//! within seconds, even by a witness that crashed meanwhile, and a counterparty that drops a shared contract is caught
 //! by the inclusion check.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,10 +14,16 @@ use fulcrum_protocol::ids::ContractId;
 use fulcrum_protocol::record::Record;
 use serde_json::Value;
 
-/// Checkpoints every second, audits every second, and a short grace so that
-/// a dropped contract counts as evidence within the test.
-const FAST: &[(&str, &str)] =
-    &[("FULCRUM_CHECKPOINT_INTERVAL", "1s"), ("FULCRUM_AUDIT_INTERVAL", "1s"), ("FULCRUM_AUDIT_GRACE", "3s")];
+/// Checkpoints every second, audits every second, a short grace so that a
+/// dropped contract counts as evidence within the test, proven contracts
+/// checked again after two seconds and evidence published again every three.
+const FAST: &[(&str, &str)] = &[
+    ("FULCRUM_CHECKPOINT_INTERVAL", "1s"),
+    ("FULCRUM_AUDIT_INTERVAL", "1s"),
+    ("FULCRUM_AUDIT_GRACE", "3s"),
+    ("FULCRUM_AUDIT_RECHECK", "2s"),
+    ("FULCRUM_EVIDENCE_REPUBLISH", "3s"),
+];
 
 fn list(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
@@ -190,6 +196,66 @@ fn a_node_that_rewrites_its_log_is_caught_by_its_peers() {
     // checkpoints it signed before.
     let report = provider.ctl(&["audit", "verify"]);
     assert!(!report.status.success(), "{}", String::from_utf8_lossy(&report.stdout));
+
+    // A member that joins afterwards, through a witness, learns the evidence
+    // from the witnesses publishing it again: it never saw the old history
+    // itself, so it could not have found it.
+    let late = Daemon::start_with(tmp.path(), "late", &[witness.addr()], FAST);
+    let learned = wait_for(Duration::from_secs(30), || (!evidence_against(&late, &key).is_empty()).then_some(()));
+    assert!(learned.is_some(), "the late member never learned the evidence:\n{}", late.log());
+}
+
+#[test]
+fn a_witness_remembers_what_it_witnessed_across_its_own_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut provider, mut consumer) = pair(tmp.path());
+    for _ in 0..2 {
+        place(&consumer);
+    }
+    let key = node_key(&provider);
+    let size = provider.ctl_json(&["status"]).unwrap()["log_size"].as_u64().unwrap();
+    let witnessed = wait_for(Duration::from_secs(20), || {
+        let peers = consumer.ctl_json(&["peers"]).ok()?;
+        list(&peers)
+            .iter()
+            .any(|p| p["node_key"].as_str() == Some(&key) && p["log_size"].as_u64() == Some(size))
+            .then_some(())
+    });
+    assert!(witnessed.is_some(), "the consumer never witnessed size {size}:\n{}", consumer.log());
+    // The witnessed file is fsync'd on the five-second tick; then the
+    // witness crashes.
+    std::thread::sleep(Duration::from_secs(6));
+    consumer.kill();
+
+    // While it is down, the provider rewrites its history and comes back
+    // alone: nobody else witnessed it, so only the consumer's memory of the
+    // old checkpoint can catch it.
+    provider.kill();
+    let keep = size as usize - 1;
+    let mut index = 0usize;
+    let forged: Vec<Record> = (0..3).map(|i| Record::Abandoned { contract_id: ContractId([i; 32]) }).collect();
+    rewrite_log(
+        &provider,
+        |_| {
+            index += 1;
+            index <= keep
+        },
+        forged,
+    );
+    provider.bootstrap = Vec::new();
+    provider.spawn();
+    // The index is derived and may be deleted: what was witnessed is not in it.
+    std::fs::remove_dir_all(consumer.dir.join("index")).unwrap();
+    consumer.bootstrap = vec![provider.addr()];
+    consumer.spawn();
+
+    let caught = wait_for(Duration::from_secs(30), || {
+        let found = evidence_against(&consumer, &key);
+        (!found.is_empty()).then_some(found)
+    });
+    let found = caught.unwrap_or_else(|| panic!("the restarted witness holds no evidence:\n{}", consumer.log()));
+    let kinds: Vec<&str> = found.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.iter().any(|k| ["inconsistent-proof", "conflicting-checkpoints"].contains(k)), "{kinds:?}");
 }
 
 #[test]
@@ -222,6 +288,78 @@ fn a_counterparty_that_drops_a_shared_contract_is_caught() {
     assert_eq!(out.status.code(), Some(1));
     let found = evidence_against(&consumer, &key);
     assert!(found.iter().any(|e| e["kind"].as_str() == Some("missing-contract")), "{found:?}");
+}
+
+#[test]
+fn a_counterparty_that_drops_a_contract_after_proving_it_is_caught_by_the_periodic_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut provider, consumer) = pair(tmp.path());
+    let id = place(&consumer);
+    // The consumer's own round proves the contract (no operator asks).
+    let proven = wait_for(Duration::from_secs(30), || {
+        (consumer.metric("fulcrum_inclusion_checks_total{outcome=\"proven\"}")? >= 1.0).then_some(())
+    });
+    assert!(proven.is_some(), "the periodic check never proved the contract:\n{}", consumer.log());
+
+    // Then the provider drops it and comes back.
+    provider.kill();
+    let (before, after) = rewrite_log(
+        &provider,
+        |r| !matches!(r, Record::Contract { contract } if hex_id(&contract.id()) == id),
+        Vec::new(),
+    );
+    assert_eq!(after + 1, before);
+    provider.bootstrap = vec![consumer.addr()];
+    provider.spawn();
+    let key = node_key(&provider);
+
+    // The proven contract comes round again and is found missing.
+    let caught = wait_for(Duration::from_secs(40), || {
+        let found = evidence_against(&consumer, &key);
+        found.iter().any(|e| e["kind"].as_str() == Some("missing-contract")).then_some(())
+    });
+    assert!(caught.is_some(), "the periodic check never caught the dropped contract:\n{}", consumer.log());
+    assert!(consumer.metric("fulcrum_inclusion_checks_total{outcome=\"evidence\"}") >= Some(1.0));
+}
+
+#[test]
+fn a_checkpoint_is_signed_after_checkpoint_records_records_without_waiting_for_the_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Only the record count can trigger a checkpoint here.
+    let env =
+        &[("FULCRUM_CHECKPOINT_INTERVAL", "1h"), ("FULCRUM_CHECKPOINT_RECORDS", "3"), ("FULCRUM_AUDIT_INTERVAL", "1h")];
+    let provider = Daemon::start_with(tmp.path(), "provider", &[], env);
+    let consumer = Daemon::start_with(tmp.path(), "consumer", &[provider.addr()], env);
+    let file = offer_file(tmp.path(), "fra1-c8m32", "DE", 20, "0.42");
+    assert!(provider.ctl(&["offers", "publish", file.to_str().unwrap()]).status.success());
+    let seen = wait_for(Duration::from_secs(20), || {
+        (!list(&consumer.ctl_json(&["offers", "list"]).ok()?).is_empty()).then_some(())
+    });
+    assert!(seen.is_some(), "the consumer never saw the offer:\n{}", consumer.log());
+    let sizes = || {
+        let v = provider.ctl_json(&["status"]).unwrap();
+        (v["log_size"].as_u64().unwrap(), v["checkpoint_size"].as_u64().unwrap_or(0))
+    };
+    let (_, first) = sizes();
+
+    // One contract: fewer than three new records, so no new checkpoint.
+    place(&consumer);
+    std::thread::sleep(Duration::from_secs(2));
+    let (log, checkpoint) = sizes();
+    assert!(log > first, "the contract is in the provider's log");
+    assert!(log < first + 3, "one contract made {} records; the test needs fewer than 3", log - first);
+    assert_eq!(checkpoint, first, "signed before three records or an hour");
+
+    // More: three records since the last checkpoint, signed at once.
+    while sizes().0 < first + 3 {
+        place(&consumer);
+    }
+    let signed = wait_for(Duration::from_secs(10), || {
+        let (log, checkpoint) = sizes();
+        (checkpoint >= first + 3).then_some((log, checkpoint))
+    });
+    let (log, checkpoint) = signed.unwrap_or_else(|| panic!("no checkpoint after three records: {:?}", sizes()));
+    assert_eq!(checkpoint, log);
 }
 
 fn hex_id(id: &ContractId) -> String {

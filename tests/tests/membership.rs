@@ -1,7 +1,9 @@
 //! A closed federation of real daemons, 2 of 3 authorities: members trade;
 //! a node with no certificate, one signature, a forged signature or an
-//! expired certificate gets no offer accepted, no hold, and is disconnected;
-//! a revocation takes effect everywhere within seconds while the contracts
+//! expired certificate gets no offer accepted, no hold (a member refuses its
+//! proposal with NOT_A_MEMBER), and is disconnected; a certificate that
+//! expires after admission ends the member's trading within seconds; a
+//! revocation takes effect everywhere within seconds while the contracts
 //! made before it stay and verify; a self-declared label never satisfies an
 //! attested-label constraint.
 
@@ -209,6 +211,82 @@ fn only_members_with_valid_certificates_trade() {
     });
     assert!(gone.is_some(), "provider still connected to outsiders: {:?}", connected_peer_ids(&provider));
     assert!(provider.log().contains("not a member of the federation"));
+
+    // A newcomer without a certificate that proposes while still connected
+    // is refused by the provider itself: a signed NOT_A_MEMBER, and a strike.
+    let newcomer = member(root, "newcomer", &boot, None);
+    let attested = ["--label", "iso:27001", "--attested"];
+    let seen = wait_for(Duration::from_secs(8), || (offers(&newcomer, &attested) == ["member-offer"]).then_some(()));
+    assert!(seen.is_some(), "newcomer lists {:?}:\n{}", offers(&newcomer, &attested), newcomer.log());
+    let sold = sold_by(&provider);
+    let mut args = vec!["--json", "place", "--units", "1", "--vcpu", "8", "--memory-mib", "16384", "--duration", "2h"];
+    args.extend_from_slice(&attested);
+    let out = newcomer.ctl(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the newcomer got a contract: {stdout}");
+    assert!(stdout.contains("not-a-member"), "the placement failed otherwise: {stdout}\n{}", newcomer.log());
+    let refused = provider
+        .log()
+        .lines()
+        .any(|l| l.contains("proposal from a non-member") && l.contains(newcomer.peer_id.as_str()));
+    assert!(refused, "the provider did not refuse the newcomer's proposal:\n{}", provider.log());
+    assert_eq!((sold_by(&provider), sold_by(&newcomer)), (sold, 0));
+}
+
+/// Contracts a node is a party to, either role.
+fn sold_by(d: &Daemon) -> usize {
+    d.ctl_json(&["contracts", "list"]).unwrap().as_array().map_or(0, Vec::len)
+}
+
+/// A member admitted with a certificate that ends ~35 s later: until then
+/// it trades; when it ends, a member that places at once gets nothing (its
+/// offer is dropped before planning), one that only watches drops the offer
+/// from its book on its own timer within seconds, and both disconnect it;
+/// the contract made before stays.
+#[test]
+fn a_certificate_that_expires_after_admission_ends_trading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    charter(root);
+    let not_after_ms = now_ms() + 35_000;
+    let spec = CertSpec { signers: &[1, 2], labels: &[], not_after_ms, forge: false };
+    let provider = member(root, "provider", &[], Some(&spec));
+    let boot = vec![provider.addr()];
+    let consumer = member(root, "consumer", &boot, Some(&CertSpec::valid(&[])));
+    let watcher = member(root, "watcher", &boot, Some(&CertSpec::valid(&[])));
+    assert_eq!(provider.ctl_json(&["status"]).unwrap()["membership"].as_str(), Some("member"));
+    publish(&provider, root, "short-lived");
+
+    // Admitted: its offer is taken and a contract is made on it.
+    for d in [&consumer, &watcher] {
+        let seen = wait_for(Duration::from_secs(20), || (offers(d, &[]) == ["short-lived"]).then_some(()));
+        assert!(seen.is_some(), "{} lists {:?}:\n{}", d.name, offers(d, &[]), d.log());
+    }
+    let placed = place(&consumer);
+    assert!(placed.status.success(), "{}\n{}", String::from_utf8_lossy(&placed.stderr), consumer.log());
+    assert!(now_ms() < not_after_ms, "the contract was made after the certificate ended: the test ran too slowly");
+    assert_eq!(offers(&watcher, &[]), ["short-lived"]);
+
+    // It ends. Nothing more is placed on its offer, at once.
+    std::thread::sleep(Duration::from_millis(not_after_ms.saturating_sub(now_ms()) + 200));
+    let out = place(&consumer);
+    assert!(!out.status.success(), "a contract with an expired member: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(offers(&consumer, &[]).is_empty(), "{}", consumer.log());
+    // The watcher drops its offer within seconds, and both disconnect it.
+    let dropped = wait_for(Duration::from_secs(15), || offers(&watcher, &[]).is_empty().then_some(()));
+    assert!(dropped.is_some(), "watcher still lists {:?}:\n{}", offers(&watcher, &[]), watcher.log());
+    let noticed = wait_for(Duration::from_secs(2), || watcher.log().contains("membership ended").then_some(()));
+    assert!(noticed.is_some(), "{}", watcher.log());
+    for d in [&consumer, &watcher] {
+        let gone =
+            wait_for(Duration::from_secs(20), || (!connected_peer_ids(d).contains(&provider.peer_id)).then_some(()));
+        assert!(gone.is_some(), "{} still connected to the expired member:\n{}", d.name, d.log());
+    }
+    assert_eq!(provider.ctl_json(&["status"]).unwrap()["membership"].as_str(), Some("expired"));
+
+    // The contract made before stays, on both sides.
+    assert_eq!(sold_by(&consumer), 1, "{}", consumer.log());
+    assert_eq!(sold_by(&provider), 1, "{}", provider.log());
 }
 
 #[test]

@@ -63,6 +63,17 @@ fn wait_for_peers(d: &Daemon, n: u64) {
     assert!(connected.is_some(), "{} never connected to {n} peers:\n{}", d.name, d.log());
 }
 
+/// Waits until `d` is connected to each of `providers`. (Counting its peers
+/// is not enough where other consumers are peers too.)
+fn wait_for_providers(d: &Daemon, providers: &[&Daemon]) {
+    let keys: Vec<String> = providers.iter().map(|p| p.node_key()).collect();
+    let connected = wait_for(Duration::from_secs(30), || {
+        let peers = array(d.ctl_json(&["peers"]).ok()?, "peers");
+        keys.iter().all(|k| peers.iter().any(|p| p["node_key"].as_str() == Some(k.as_str()))).then_some(())
+    });
+    assert!(connected.is_some(), "{} never connected to every provider:\n{}", d.name, d.log());
+}
+
 /// `place` with the common arguments and `extra`, as a child process.
 fn spawn_place(d: &Daemon, extra: &[&str]) -> Child {
     Command::new(fulcrumctl())
@@ -164,7 +175,9 @@ fn consumers_racing_for_the_last_units_never_oversell_or_half_place() {
     publish(&b, root, "par1-c8m32", CAPACITY[1].1, CAPACITY[1].0, "0.40");
     for c in &consumers {
         wait_for_offers(c, 2);
-        wait_for_peers(c, 2);
+        // A consumer that still has to find and dial a provider would keep
+        // its holds at the other one while it does.
+        wait_for_providers(c, &[&a, &b]);
     }
 
     // Nine placements at once, each of one unit on each provider.
@@ -192,7 +205,13 @@ fn consumers_racing_for_the_last_units_never_oversell_or_half_place() {
     }
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(40), "the placements took {elapsed:?}");
+    // Provider b's two units allow two placements at most, and at least one
+    // completes: every consumer is connected to both providers and sends a
+    // placement's two proposals in one step, so the placements reach a and
+    // b in nearly the same order, and the first to reach b is among the
+    // first three (a's capacity) to reach a.
     assert!(complete <= 2, "{complete} placements completed with 2 units on provider b");
+    assert!(complete >= 1, "all nine placements failed though both providers had room for two");
 
     // Each provider: never more than its capacity under contract.
     for (d, (capacity, _)) in [&a, &b].into_iter().zip(CAPACITY) {

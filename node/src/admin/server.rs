@@ -108,6 +108,32 @@ fn failed(message: String) -> Status {
     Status::failed_precondition(message)
 }
 
+/// Terminates each of a placement's `contracts` with `terminate`, going on
+/// after a failure; the error names every contract not terminated, and why.
+async fn terminate_each<F, T>(placement: PlacementId, contracts: &[ContractId], mut terminate: F) -> Result<(), Status>
+where
+    F: FnMut(ContractId) -> T,
+    T: Future<Output = Result<Result<(), String>, Status>>,
+{
+    let mut failures = Vec::new();
+    for &id in contracts {
+        match terminate(id).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => failures.push(format!("{id}: {why}")),
+            Err(status) => failures.push(format!("{id}: {}", status.message())),
+        }
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(failed(format!(
+        "placement {placement}: {} of {} active contracts not terminated: {}",
+        failures.len(),
+        contracts.len(),
+        failures.join("; ")
+    )))
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<wire::StatusQuery>) -> Result<Response<wire::NodeStatus>, Status> {
@@ -205,7 +231,8 @@ impl Admin for AdminService {
     }
 
     /// Terminates every contract of the placement that is still active,
-    /// each as `TerminateContract` would.
+    /// each as `TerminateContract` would. One that fails does not stop the
+    /// others; the error then names every contract not terminated.
     async fn terminate_placement(
         &self,
         req: Request<wire::TerminatePlacementRequest>,
@@ -217,10 +244,14 @@ impl Admin for AdminService {
         if view.state == PlacementState::Committing.as_str() {
             return Err(failed(format!("placement {id} is still committing; terminate it once it has ended")));
         }
-        for contract in view.contracts.iter().filter(|c| c.state == wire::ContractState::Active as i32) {
-            let contract_id = contract_id(&contract.contract_id)?;
-            self.ask(|tx| AdminCommand::Terminate(contract_id, reason, tx)).await?.map_err(failed)?;
-        }
+        let active = view
+            .contracts
+            .iter()
+            .filter(|c| c.state == wire::ContractState::Active as i32)
+            .map(|c| contract_id(&c.contract_id))
+            .collect::<Result<Vec<_>, _>>()?;
+        terminate_each(id, &active, |contract_id| self.ask(move |tx| AdminCommand::Terminate(contract_id, reason, tx)))
+            .await?;
         Ok(Response::new(self.placement(id)?))
     }
 
@@ -371,4 +402,37 @@ pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
         .map_err(|e| anyhow::anyhow!("cannot bind admin socket {}: {e}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn terminating_a_placement_tries_every_contract_and_names_those_that_failed() {
+        let ids: Vec<ContractId> = (1..=3u8).map(|b| ContractId::from_slice(&[b; 32]).unwrap()).collect();
+        let mut tried = Vec::new();
+        let placement = PlacementId::from_slice(&[9; 16]).unwrap();
+        let result = terminate_each(placement, &ids, |id| {
+            tried.push(id);
+            let answer = match id.to_vec()[0] {
+                1 => Ok(Err(format!("no active contract {id}"))),
+                2 => Ok(Ok(())),
+                _ => Err(Status::unavailable("daemon is shutting down")),
+            };
+            std::future::ready(answer)
+        })
+        .await;
+        assert_eq!(tried, ids, "every contract is tried");
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let message = status.message();
+        assert!(message.starts_with(&format!("placement {placement}: 2 of 3 active contracts not terminated: ")));
+        assert!(message.contains(&format!("{}: no active contract", ids[0])), "{message}");
+        assert!(!message.contains(&ids[1].to_string()), "{message}");
+        assert!(message.contains(&format!("{}: daemon is shutting down", ids[2])), "{message}");
+
+        let all = terminate_each(placement, &ids, |_| std::future::ready(Ok(Ok(())))).await;
+        assert!(all.is_ok());
+    }
 }

@@ -200,7 +200,9 @@ pub struct RevokeRequestArgs {
     /// Why, for the record, e.g. "left the federation"
     #[arg(long, value_name = "TEXT", value_parser = reason)]
     pub reason: String,
-    /// When the revocation takes effect (RFC 3339) [default: now]
+    /// When the revocation takes effect (RFC 3339): from then on nodes drop the member's offers, refuse its
+    /// proposals and disconnect it; contracts it made before stay. A time in the past takes effect as soon
+    /// as a node learns the revocation [default: now]
     #[arg(long, value_name = "RFC3339", value_parser = rfc3339)]
     pub revoked_at: Option<u64>,
     #[command(flatten)]
@@ -902,8 +904,7 @@ fn verify(a: &VerifyArgs) -> Result<(Vec<Verified>, String), FederationError> {
             FederationFile::Revocation(revocation) => {
                 revocation.verify(&charter).map_err(|e| not_valid("revocation", &e))?;
                 let b = revocation.body();
-                let _ =
-                    writeln!(human, "{file}: valid revocation of {} since {}", b.member, timestamp(b.revoked_at_ms));
+                let _ = writeln!(human, "{file}: valid revocation of {} from {}", b.member, timestamp(b.revoked_at_ms));
                 revoked.push((file.clone(), b.member));
                 revocation_view(&revocation)
             }

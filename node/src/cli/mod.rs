@@ -19,6 +19,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fulcrum_proto::v1 as wire;
+use fulcrum_protocol::offer::Currency;
 use serde::Serialize;
 
 use self::args::{ContractRef, Start};
@@ -137,9 +138,25 @@ pub struct Filters {
     /// Required labels must be attested by the provider's member certificate
     #[arg(long)]
     pub attested: bool,
-    /// Highest price per unit-hour, in EUR, e.g. 0.45
-    #[arg(long, value_name = "EUR", value_parser = args::price_eur)]
-    pub max_unit_price: Option<u64>,
+    /// Highest price per unit-hour: an amount in EUR, e.g. 0.45, or an amount and its currency, e.g. "1.20 CHF"
+    #[arg(long, value_name = "PRICE", value_parser = max_price)]
+    pub max_unit_price: Option<wire::Price>,
+}
+
+/// `--max-unit-price 0.45` (EUR) or `--max-unit-price "1.20 CHF"`: an exact
+/// amount, then an optional ISO 4217 code, as prices are shown.
+fn max_price(s: &str) -> Result<wire::Price, String> {
+    let mut words = s.split_whitespace();
+    let micros = args::price_eur(words.next().unwrap_or_default())?;
+    let currency = match (words.next(), words.next()) {
+        (None, _) => Currency::EUR,
+        (Some(code), None) => Currency::parse(&code.to_ascii_uppercase())
+            .ok_or_else(|| format!("{code:?} is not a currency code: use an ISO 4217 code such as EUR or CHF"))?,
+        (Some(_), Some(_)) => {
+            return Err(format!("{s:?} is not a price: use an amount and a currency, e.g. \"1.20 CHF\""));
+        }
+    };
+    Ok(wire::Price { currency: currency.as_str().to_owned(), micros })
 }
 
 /// `fulcrumctl offers list`.
@@ -428,7 +445,7 @@ pub async fn run(inv: Invocation) -> Result<(), CliError> {
                 labels: a.filters.labels,
                 min_vcpu: a.min_vcpu.unwrap_or(0),
                 min_memory_mib: a.min_memory_mib.unwrap_or(0),
-                max_unit_price: a.filters.max_unit_price.map(eur),
+                max_unit_price: a.filters.max_unit_price,
                 attested_labels: a.filters.attested,
             };
             let list = answer(client::connect(&socket).await?.list_offers(request)).await?;
@@ -496,10 +513,6 @@ async fn answer<T>(request: impl Future<Output = Result<tonic::Response<T>, toni
     }
 }
 
-fn eur(micros: u64) -> wire::Price {
-    wire::Price { currency: "EUR".to_owned(), micros }
-}
-
 async fn place(socket: &AdminTarget, out: &Output, a: PlaceArgs) -> Result<(), CliError> {
     let spread = match a.spread {
         SpreadArg::None => wire::Spread::None,
@@ -517,7 +530,7 @@ async fn place(socket: &AdminTarget, out: &Output, a: PlaceArgs) -> Result<(), C
         countries: a.filters.countries,
         labels: a.filters.labels,
         attested_labels: a.filters.attested,
-        max_unit_price: a.filters.max_unit_price.map(eur),
+        max_unit_price: a.filters.max_unit_price,
         // 0 asks the provider to start now.
         start_ms: a.start.map_or(0, |s| s.resolve(time::now_ms())),
         duration_ms: a.duration,

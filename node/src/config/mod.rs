@@ -97,6 +97,11 @@ pub struct NodeConfig {
     /// How long after a contract was made its absence from the other party's
     /// log counts as evidence (every member must use the same value).
     pub audit_grace: String,
+    /// How long after a shared contract was proven it is checked again.
+    pub audit_recheck: String,
+    /// How often evidence this node found is published again, for members
+    /// that joined or were cut off since.
+    pub evidence_republish: String,
     /// `human` or `json`.
     pub log_format: String,
     /// Log filter, e.g. `info` or `fulcrum_node=debug,info`.
@@ -147,6 +152,8 @@ impl Default for NodeConfig {
             checkpoint_records: 1000,
             audit_interval: "30s".into(),
             audit_grace: "2m".into(),
+            audit_recheck: "10m".into(),
+            evidence_republish: "10m".into(),
             log_format: "human".into(),
             log_level: "info".into(),
             admin_socket: None,
@@ -211,6 +218,12 @@ pub struct Overrides {
     /// Age after which a contract missing from the other party's log is evidence, e.g. 2m.
     #[arg(long, env = "FULCRUM_AUDIT_GRACE")]
     pub audit_grace: Option<String>,
+    /// Time after which a proven shared contract is checked again, e.g. 10m.
+    #[arg(long, env = "FULCRUM_AUDIT_RECHECK")]
+    pub audit_recheck: Option<String>,
+    /// How often evidence this node found is published again, e.g. 10m.
+    #[arg(long, env = "FULCRUM_EVIDENCE_REPUBLISH")]
+    pub evidence_republish: Option<String>,
     /// human or json.
     #[arg(long, env = "FULCRUM_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -284,7 +297,9 @@ impl NodeConfig {
             checkpoint_interval,
             checkpoint_records,
             audit_interval,
-            audit_grace
+            audit_grace,
+            audit_recheck,
+            evidence_republish
         );
         set!(metrics_listen, admin_tcp, admin_tcp_allow_remote);
         if o.admin_socket.is_some() {
@@ -324,6 +339,8 @@ impl NodeConfig {
             ("checkpoint_interval", &self.checkpoint_interval),
             ("audit_interval", &self.audit_interval),
             ("audit_grace", &self.audit_grace),
+            ("audit_recheck", &self.audit_recheck),
+            ("evidence_republish", &self.evidence_republish),
         ] {
             match parse_duration_ms(value) {
                 Ok(0) => return invalid(field, "must be more than zero".into()),
@@ -432,6 +449,12 @@ impl NodeConfig {
         self.data_dir.join("checkpoints")
     }
 
+    /// The file of the latest checkpoint this node witnessed of every other
+    /// node.
+    pub fn witnessed_path(&self) -> PathBuf {
+        self.data_dir.join("witnessed")
+    }
+
     /// The sled index path.
     pub fn index_path(&self) -> PathBuf {
         self.data_dir.join("index")
@@ -520,6 +543,11 @@ checkpoint_records = 1000
 # every member of the federation).
 audit_interval = "30s"
 audit_grace = "2m"
+# A proven shared contract is checked again this long after, and evidence
+# this node found is published again this often (for members that joined
+# since).
+audit_recheck = "10m"
+evidence_republish = "10m"
 
 # Logs: human or json, and a filter such as "info" or "fulcrum_node=debug,info".
 log_format = "human"

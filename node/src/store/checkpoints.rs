@@ -1,5 +1,7 @@
 //! The checkpoints this node signed of its own log, kept in order so that an
-//! export carries them and an auditor can check every one against the log.
+//! export carries them and an auditor can check every one against the log;
+//! and, in a second file of the same format, the latest checkpoint this node
+//! witnessed of every other node.
 //! Frames as in the agreement log: u32 LE length, u32 LE CRC32C, the note.
 //!
 //! Losing the last few to a crash costs nothing: a checkpoint only covers
@@ -40,13 +42,32 @@ impl CheckpointFile {
 
     /// Appends a note (not yet fsync'd; see [`sync`](Self::sync)).
     pub fn append(&mut self, note: &str) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(HEADER + note.len());
-        frame.extend_from_slice(&(note.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(note.as_bytes()).to_le_bytes());
-        frame.extend_from_slice(note.as_bytes());
-        self.file.write_all(&frame)?;
+        self.file.write_all(&frame(note))?;
         self.dirty = true;
         Ok(())
+    }
+
+    /// Replaces the file at `path` by one holding `notes`, durably and
+    /// atomically: written beside it, fsync'd, renamed over it, and the
+    /// directory fsync'd. A crash at any point leaves the old file or the
+    /// new one, whole.
+    pub fn rewrite<'a>(path: &Path, notes: impl IntoIterator<Item = &'a str>) -> io::Result<CheckpointFile> {
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        {
+            let mut out = io::BufWriter::new(File::create(&tmp)?);
+            for note in notes {
+                out.write_all(&frame(note))?;
+            }
+            out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        Ok(CheckpointFile { path: path.to_path_buf(), file, dirty: false })
     }
 
     /// Makes every appended note durable.
@@ -62,6 +83,14 @@ impl CheckpointFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn frame(note: &str) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER + note.len());
+    frame.extend_from_slice(&(note.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(note.as_bytes()).to_le_bytes());
+    frame.extend_from_slice(note.as_bytes());
+    frame
 }
 
 /// Every good note in the file, in order (a torn tail is ignored).
@@ -133,5 +162,23 @@ mod tests {
         f.append("a\n3\nz\n\n— a sig\n").unwrap();
         f.sync().unwrap();
         assert_eq!(read_checkpoints(&path).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_rewrite_replaces_every_note_and_appends_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("witnessed");
+        let (mut f, _, _) = CheckpointFile::open(&path).unwrap();
+        for n in 0..10 {
+            f.append(&format!("a\n{n}\nx\n\n— a sig\n")).unwrap();
+        }
+        f.sync().unwrap();
+        let mut f = CheckpointFile::rewrite(&path, ["b\n1\nx\n\n— b sig\n", "c\n2\nx\n\n— c sig\n"]).unwrap();
+        f.append("d\n3\nx\n\n— d sig\n").unwrap();
+        f.sync().unwrap();
+        let notes = read_checkpoints(&path).unwrap();
+        assert_eq!(notes.len(), 3);
+        assert!(notes[0].starts_with("b\n") && notes[2].starts_with("d\n"));
+        assert!(!dir.path().join("witnessed.tmp").exists());
     }
 }

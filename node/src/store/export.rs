@@ -8,7 +8,7 @@ use std::io::Write;
 use anyhow::Context as _;
 use fulcrum_protocol::audit::{ExportHeader, ExportWriter};
 
-use crate::daemon::{ExportSnapshot, now_ms};
+use crate::daemon::ExportSnapshot;
 use crate::store::checkpoints::read_checkpoints;
 use crate::store::log::read_log;
 
@@ -29,7 +29,6 @@ pub fn write_export<W: Write>(snapshot: &ExportSnapshot, out: W) -> anyhow::Resu
         federation: snapshot.federation.clone(),
         records: snapshot.records,
         checkpoints: k as u64,
-        exported_at_ms: now_ms(),
     };
     let mut writer = ExportWriter::new(out, header)?;
     for record in &records[..n] {

@@ -393,13 +393,8 @@ impl Index {
         self.offers.iter().values().map(|v| Ok(v?.to_vec())).collect()
     }
 
-    /// Keeps the latest checkpoint witnessed of another node.
-    pub fn put_witnessed(&self, node: &PublicKey, note: &str) -> Result<(), IndexError> {
-        self.witnessed.insert(node.to_bytes(), note.as_bytes())?;
-        Ok(())
-    }
-
-    /// Every witnessed checkpoint note.
+    /// Every witnessed checkpoint note a data dir from before the
+    /// `witnessed` file kept here (read once, to carry them over).
     pub fn witnessed(&self) -> Result<Vec<String>, IndexError> {
         self.witnessed.iter().values().map(|v| Ok(String::from_utf8_lossy(&v?).into_owned())).collect()
     }
