@@ -342,18 +342,23 @@ impl Audit {
         let witnessed_path = config.witnessed_path();
         let cannot = |e: std::io::Error| anyhow::anyhow!("cannot open {}: {e}", witnessed_path.display());
         let mut notes = read_checkpoints(&witnessed_path).map_err(cannot)?;
-        if notes.is_empty() {
+        let migrated = notes.is_empty();
+        if migrated {
             // A data dir from before the witnessed file kept them in the index.
             notes = index.witnessed()?;
         }
-        let mut restored = 0u64;
         for note in &notes {
-            restored += u64::from(witness.restore(note));
+            witness.restore(note);
         }
-        // Start from the latest note of every node alone.
         let latest: Vec<String> = witness.nodes().map(|(_, cp)| cp.to_note()).collect();
-        let witnessed = CheckpointFile::rewrite(&witnessed_path, latest.iter().map(String::as_str)).map_err(cannot)?;
-        if restored > 0 {
+        // Rewritten only when it holds more than the latest of every node.
+        let witnessed = if migrated || notes.len() != latest.len() {
+            CheckpointFile::rewrite(&witnessed_path, latest.iter().map(String::as_str))
+        } else {
+            CheckpointFile::open(&witnessed_path).map(|(file, _, _)| file)
+        }
+        .map_err(cannot)?;
+        if !latest.is_empty() {
             info!(nodes = latest.len(), "restored the checkpoints witnessed of other nodes");
         }
         let mut contract_leaves = HashMap::new();
