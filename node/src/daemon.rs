@@ -66,6 +66,8 @@ const MAX_SYNC_PAGES: u32 = 1_200;
 /// A node joining a large federation connects to dozens of peers that all
 /// hold the same book.
 const MAX_CONCURRENT_SYNCS: usize = 4;
+/// How long a whole book pulled from a peer counts as fresh.
+const SYNC_FRESH: Duration = Duration::from_secs(60);
 /// Shared contracts asked about per audit round.
 const AUDIT_BATCH: usize = 64;
 /// Largest gossiped evidence envelope.
@@ -246,6 +248,13 @@ pub struct Node {
     events: broadcast::Sender<ContractNotice>,
     commands: mpsc::Receiver<AdminCommand>,
     connected: HashMap<PeerId, (Vec<Multiaddr>, u64)>,
+    /// Per connected peer, when this node last exchanged a negotiation or
+    /// proof message with it (ms): such connections are kept.
+    talked: HashMap<PeerId, u64>,
+    /// Whole offer books pulled since the node started.
+    syncs_done: u32,
+    /// When the last whole book was pulled.
+    last_sync_done: Option<Instant>,
     started: Instant,
     offer_ttl_ms: u64,
     audit: Audit,
@@ -338,7 +347,8 @@ impl Audit {
         // Each node is asked about consistency at most once per two
         // checkpoint intervals, about its newest checkpoint by then.
         let mut witness = Witness::new(&config.federation, me)
-            .with_min_ask_interval(config.ms(&config.checkpoint_interval).saturating_mul(2));
+            .with_min_ask_interval(config.ms(&config.checkpoint_interval).saturating_mul(2))
+            .with_proof_timeout_ms(config.dilated_ms(witness::PROOF_TIMEOUT_MS));
         let witnessed_path = config.witnessed_path();
         let cannot = |e: std::io::Error| anyhow::anyhow!("cannot open {}: {e}", witnessed_path.display());
         let mut notes = read_checkpoints(&witnessed_path).map_err(cannot)?;
@@ -511,7 +521,7 @@ impl Node {
         let topic = net::offers_topic(&config.federation);
         let max_peers = config.max_peers;
         let topic_hashes = [topic.hash(), audit.topic.hash(), members.topic.hash()];
-        let mut swarm = net::swarm(key, transport, max_peers, &topic_hashes)?;
+        let mut swarm = net::swarm(key, transport, max_peers, &topic_hashes, config.time_dilation)?;
         swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
         swarm.behaviour_mut().gossipsub.subscribe(&audit.topic)?;
         swarm.behaviour_mut().gossipsub.subscribe(&members.topic)?;
@@ -536,7 +546,10 @@ impl Node {
         let placements = Placements::restore(limits.clone(), &records);
         let node = Node {
             offer_ttl_ms: config.ms(&config.offer_ttl),
-            rate: RateLimiter::new(config.peer_rate_per_sec, config.peer_burst),
+            rate: RateLimiter::new(
+                f64::from(config.peer_rate_per_sec) / f64::from(config.time_dilation.max(1)),
+                config.peer_burst,
+            ),
             config,
             limits,
             identity,
@@ -559,6 +572,9 @@ impl Node {
             events,
             commands,
             connected: HashMap::new(),
+            talked: HashMap::new(),
+            syncs_done: 0,
+            last_sync_done: None,
             started: Instant::now(),
             audit,
             members,
@@ -572,13 +588,13 @@ impl Node {
     /// Runs until `shutdown` resolves, then stops taking proposals, finishes
     /// in-flight commits and flushes.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut slow = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(self.config.dilated(Duration::from_millis(200)));
+        let mut slow = tokio::time::interval(self.config.dilated(Duration::from_secs(5)));
         // Discovery refreshes every 10 s while the routing table is short of a
         // bucket's worth of peers (a node that bootstrapped before its peers
         // had met each other); after that, Kademlia's own refresh every five
         // minutes is enough (each round dials dozens of peers).
-        let mut kad_refresh = tokio::time::interval(Duration::from_secs(10));
+        let mut kad_refresh = tokio::time::interval(self.config.dilated(Duration::from_secs(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -592,10 +608,12 @@ impl Node {
                 _ = tick.tick() => self.on_tick(),
                 _ = slow.tick() => self.on_slow_tick(),
                 _ = kad_refresh.tick() => {
-                    let kad = &mut self.swarm.behaviour_mut().kad;
-                    let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+                    let known: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+                    // One lookup of its own key (not a bootstrap, which looks
+                    // up a key per bucket and dials every peer it meets).
                     if known < 20 {
-                        let _ = kad.bootstrap();
+                        let me = *self.swarm.local_peer_id();
+                        self.swarm.behaviour_mut().kad.get_closest_peers(me);
                     }
                 }
             }
@@ -745,6 +763,7 @@ impl Node {
                 }
                 other => {
                     channel = other;
+                    self.talked.insert(peer, now_ms());
                     self.swarm.behaviour_mut().negotiate.send_request(&peer, bytes);
                 }
             }
@@ -816,6 +835,13 @@ impl Node {
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.metrics.record(&event);
+        if let SwarmEvent::Behaviour(
+            BehaviourEvent::Negotiate(request_response::Event::Message { peer, .. })
+            | BehaviourEvent::Proofs(request_response::Event::Message { peer, .. }),
+        ) = &event
+        {
+            self.talked.insert(*peer, now_ms());
+        }
         match &event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.metrics.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.metrics.record(e),
@@ -827,7 +853,10 @@ impl Node {
                 info!(%address, "listening");
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. }
-                if self.shunned.get(&peer_id).is_some_and(|at| now_ms().saturating_sub(*at) < SHUN_MS) =>
+                if self
+                    .shunned
+                    .get(&peer_id)
+                    .is_some_and(|at| now_ms().saturating_sub(*at) < self.config.dilated_ms(SHUN_MS)) =>
             {
                 debug!(%peer_id, ?endpoint, "closing a new connection of a non-member disconnected recently");
                 let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -856,6 +885,7 @@ impl Node {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
+                self.talked.remove(&peer_id);
                 self.audit.peer_keys.remove(&peer_id);
                 self.members.exchanged.remove(&peer_id);
                 self.rate.forget(&peer_id);
@@ -884,11 +914,16 @@ impl Node {
                     self.ask_proof(key, wire::proof_request::Request::Consistency(request), ProofAsk::Consistency(key));
                 }
             }
-            // Peers discovered are dialled while the node has fewer than half
-            // its `max_peers`: the other half is room for peers that dial in
-            // and for counterparties of negotiations. Dialling on at the limit
-            // only makes connections that the limit closes again, each a full
-            // handshake, over and over.
+            // Peers discovered are dialled while the node has fewer than a
+            // quarter of its `max_peers`: every node dials about as many as
+            // dial it, so a federation settles at about half the limit, and
+            // the rest is room for counterparties of negotiations. Nodes that
+            // dialled up to half their limit filled each other up to it, and
+            // a full node can neither be proposed to nor reach a provider.
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(result),
+                ..
+            })) => self.on_lookup(result),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
                 if !self.swarm.is_connected(&peer)
                     && self.swarm.connected_peers().count() < discovery_target(self.config.max_peers) =>
@@ -1039,6 +1074,82 @@ impl Node {
         }
     }
 
+    /// Above three quarters of `max_peers` connections, closes the oldest
+    /// that carry nothing this node needs, down to half of `max_peers`: not a
+    /// gossip mesh peer, no book being pulled, no negotiation or proof
+    /// message either way for a while, and open for a few seconds. Every
+    /// connection stays open for as long as gossipsub's streams are on it,
+    /// so without this a node fills up to its limit with connections opened
+    /// once (a lookup, a negotiation, a peer dialling in) and can then
+    /// neither reach a new provider nor be reached by a new consumer.
+    fn trim_connections(&mut self, now: u64) {
+        let max = self.config.max_peers as usize;
+        let (high, low) = (max * 3 / 4, max / 2);
+        if self.connected.len() <= high {
+            return;
+        }
+        // A connection gets a few seconds to be used at all; one that
+        // carried a negotiation is kept long enough for a placement to run
+        // its course.
+        let young = self.config.dilated_ms(10_000);
+        let quiet = self.config.ms(&self.config.place_deadline).saturating_add(self.limits.hold_ttl_ms);
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let mesh: HashSet<PeerId> = gossipsub.all_mesh_peers().copied().collect();
+        let mut idle: Vec<(u64, PeerId)> = self
+            .connected
+            .iter()
+            .filter(|(peer, (_, since))| {
+                !mesh.contains(*peer)
+                    && !self.syncing.contains_key(*peer)
+                    && now.saturating_sub(*since) > young
+                    && self.talked.get(*peer).is_none_or(|at| now.saturating_sub(*at) > quiet)
+            })
+            .map(|(peer, (_, since))| (*since, *peer))
+            .collect();
+        idle.sort_unstable();
+        let excess = self.connected.len() - low;
+        let mut closed = 0;
+        for (_, peer) in idle.into_iter().take(excess) {
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            debug!(closed, connected = self.connected.len(), "idle connections closed to keep room");
+        }
+    }
+
+    /// The end of a Kademlia lookup of a peer this node could not dial (a
+    /// provider known only from its offer, a consumer to answer): its
+    /// addresses, if the lookup found it, are remembered and dialled, so the
+    /// timers' next attempt finds it connected.
+    fn on_lookup(&mut self, result: kad::GetClosestPeersResult) {
+        let (key, peers) = match result {
+            Ok(ok) => (ok.key, ok.peers),
+            Err(kad::GetClosestPeersError::Timeout { key, peers }) => (key, peers),
+        };
+        let Ok(target) = PeerId::from_bytes(&key) else { return };
+        let Some(found) = peers.into_iter().find(|p| p.peer_id == target) else {
+            debug!(peer = %target, "lookup did not find the peer");
+            return;
+        };
+        let addrs: Vec<Multiaddr> = found.addrs.into_iter().filter(is_dialable).collect();
+        if addrs.is_empty() || self.swarm.is_connected(&target) {
+            return;
+        }
+        for addr in &addrs {
+            self.swarm.behaviour_mut().kad.add_address(&target, addr.clone());
+        }
+        debug!(peer = %target, addresses = addrs.len(), "lookup found the peer; dialling it");
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(target)
+            .addresses(addrs)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(peer = %target, error = %e, "cannot dial the peer found");
+        }
+    }
+
     /// Decodes an envelope and checks its signer is the connected peer.
     fn verified_from(&mut self, peer: PeerId, bytes: &[u8]) -> Option<Envelope> {
         match Envelope::decode(bytes, self.limits.max_envelope_bytes) {
@@ -1125,6 +1236,14 @@ impl Node {
         if self.syncing.contains_key(&peer) || self.sync_waiting.contains(&peer) {
             return;
         }
+        // A node that pulled whole books from a few peers since it started,
+        // one of them within the last minute, has what gossip has not
+        // brought it; pulling the book again from every connection a lookup
+        // or a negotiation opens would cost each of them a full book.
+        let recently = self.last_sync_done.is_some_and(|at| at.elapsed() < self.config.dilated(SYNC_FRESH));
+        if self.syncs_done >= MAX_CONCURRENT_SYNCS as u32 && recently {
+            return;
+        }
         if self.syncing.len() >= MAX_CONCURRENT_SYNCS {
             self.sync_waiting.push_back(peer);
             return;
@@ -1200,6 +1319,8 @@ impl Node {
                     *last = resp.next_cursor.clone();
                     self.request_sync(peer, resp.next_cursor.clone());
                 } else {
+                    self.syncs_done = self.syncs_done.saturating_add(1);
+                    self.last_sync_done = Some(Instant::now());
                     self.sync_ended(&peer);
                 }
                 let now = now_ms();
@@ -1295,6 +1416,7 @@ impl Node {
     fn on_slow_tick(&mut self) {
         let now = now_ms();
         self.police_members(now);
+        self.trim_connections(now);
         for file in [&mut self.audit.file, &mut self.audit.witnessed] {
             if let Err(e) = file.sync() {
                 warn!(path = %file.path().display(), error = %e, "cannot fsync a checkpoints file");
@@ -1458,7 +1580,7 @@ impl Node {
             });
             self.members.own_published = published;
         }
-        let grace = 10_000;
+        let grace = self.config.dilated_ms(10_000);
         let outsiders: Vec<(PeerId, PublicKey)> = self
             .audit
             .peer_keys
@@ -1475,7 +1597,8 @@ impl Node {
             let _ = self.swarm.disconnect_peer_id(peer);
             self.shunned.insert(peer, now);
         }
-        self.shunned.retain(|_, at| now.saturating_sub(*at) < SHUN_MS);
+        let shun = self.config.dilated_ms(SHUN_MS);
+        self.shunned.retain(|_, at| now.saturating_sub(*at) < shun);
     }
 
     /// Drops the offers of a member whose standing ended and disconnects
@@ -1741,10 +1864,24 @@ impl Node {
 
     /// Sends a question to `node` if it is connected.
     fn ask_proof(&mut self, node: PublicKey, request: wire::proof_request::Request, ask: ProofAsk) -> bool {
+        self.ask_proof_of(node, request, ask, false)
+    }
+
+    /// [`Node::ask_proof`], dialling the node first when `dial` says so (a
+    /// counterparty of a shared contract, whose connection may have been
+    /// closed to keep room; a failed dial puts the contract back in line).
+    fn ask_proof_of(
+        &mut self,
+        node: PublicKey,
+        request: wire::proof_request::Request,
+        ask: ProofAsk,
+        dial: bool,
+    ) -> bool {
         let Some(peer) = self.peer_ids.of(&node) else { return false };
-        if !self.swarm.is_connected(&peer) {
+        if !dial && !self.swarm.is_connected(&peer) {
             return false;
         }
+        self.talked.insert(peer, now_ms());
         let bytes = wire::ProofRequest { request: Some(request) }.encode_to_vec();
         let id = self.swarm.behaviour_mut().proofs.send_request(&peer, bytes);
         self.audit.asks.insert(id, ask);
@@ -1767,7 +1904,7 @@ impl Node {
             let other = if self.members.is_own(&t.provider) { t.consumer } else { t.provider };
             let request = witness::inclusion_request(&contract, RequestId::random(&mut self.rng));
             let ask = ProofAsk::Inclusion { contract: Box::new(contract.clone()), reply: None };
-            if self.ask_proof(other, wire::proof_request::Request::Inclusion(request), ask) {
+            if self.ask_proof_of(other, wire::proof_request::Request::Inclusion(request), ask, true) {
                 asked += 1;
             } else {
                 later.push_back(contract);
@@ -2323,10 +2460,10 @@ pub fn shutdown_signal() -> Pin<Box<dyn std::future::Future<Output = ()> + Send>
     })
 }
 
-/// How many peers a node dials on its own as it discovers them: half its
-/// `max_peers` (at least one).
+/// How many peers a node dials on its own as it discovers them: a quarter
+/// of its `max_peers` (at least one).
 pub fn discovery_target(max_peers: u32) -> usize {
-    (max_peers as usize / 2).max(1)
+    (max_peers as usize / 4).max(1)
 }
 
 #[cfg(test)]

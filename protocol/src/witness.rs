@@ -496,6 +496,8 @@ pub struct Witness {
     pending: HashMap<PublicKey, PendingCheck>,
     /// Least time between two consistency questions to one node.
     min_ask_ms: u64,
+    /// How long a question waits for its answer.
+    proof_timeout_ms: u64,
     /// When each node was last asked.
     last_asked: HashMap<PublicKey, u64>,
     /// Per node, the newest checkpoint seen and not asked about yet because
@@ -518,6 +520,7 @@ impl Witness {
             known: HashMap::new(),
             pending: HashMap::new(),
             min_ask_ms: 0,
+            proof_timeout_ms: PROOF_TIMEOUT_MS,
             last_asked: HashMap::new(),
             deferred: HashMap::new(),
         }
@@ -531,6 +534,13 @@ impl Witness {
     /// node would answer every witness for every checkpoint it signs.
     pub fn with_min_ask_interval(mut self, ms: u64) -> Witness {
         self.min_ask_ms = ms;
+        self
+    }
+
+    /// How long a question waits for its answer before the node may be
+    /// asked again ([`PROOF_TIMEOUT_MS`] unless set).
+    pub fn with_proof_timeout_ms(mut self, ms: u64) -> Witness {
+        self.proof_timeout_ms = ms;
         self
     }
 
@@ -603,7 +613,7 @@ impl Witness {
         if self.is_known(&node, &cp) {
             return Ok(None);
         }
-        if self.pending.get(&node).is_some_and(|p| now_ms < p.asked_at_ms + PROOF_TIMEOUT_MS) {
+        if self.pending.get(&node).is_some_and(|p| now_ms < p.asked_at_ms + self.proof_timeout_ms) {
             // One question per node at a time; gossip repeats itself.
             return Ok(None);
         }
@@ -719,7 +729,7 @@ impl Witness {
     /// Forgets questions not answered in time, so they can be asked again.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let before = self.pending.len();
-        self.pending.retain(|_, p| now_ms < p.asked_at_ms + PROOF_TIMEOUT_MS);
+        self.pending.retain(|_, p| now_ms < p.asked_at_ms + self.proof_timeout_ms);
         before - self.pending.len()
     }
 

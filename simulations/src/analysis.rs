@@ -106,6 +106,7 @@ pub fn analyse(s: &Scenario, o: &Outcome) -> (Report, Charts) {
         },
         duration_s: o.plan.duration_ms as f64 / 1000.0,
         wall_time_s: o.wall.as_secs_f64(),
+        time_dilation: s.time_dilation.max(1),
         startup_s: o.startup_ms as f64 / 1000.0,
         warmup_s: o.warmup_ms as f64 / 1000.0,
         link: LinkSummary {
@@ -687,7 +688,12 @@ fn methodology(s: &Scenario) -> Vec<String> {
          number of connections grows by less than 1% in a second, three times in a row, then 2.1 s more \
          (three gossipsub heartbeats) for meshes to form."
             .into(),
-        "Times are wall-clock times of the simulator process. Offer propagation runs from the moment the \
+        "Times are simulated time: the simulator process's wall-clock time divided by the scenario's time \
+         dilation (1 unless it says otherwise). With a dilation of k, link latencies, the timeline, every \
+         duration in the node settings and every fixed interval inside the nodes and their libp2p stacks (ticks, \
+         gossipsub heartbeat and caches, Kademlia and request timeouts, rate limits) are stretched k times, so \
+         each node has k times the CPU per simulated second. Contract durations (hours) are not stretched, and \
+         an offer's lifetime at most to the protocol's limit of a day. Offer propagation runs from the moment the \
          publisher gossips a version (its log record durable) to the moment it enters each node's offer book, \
          both taken inside the nodes' event loops. A node counts as reached when it holds that version or a newer \
          one; latency samples are of the exact version. Nodes count only if up from the publication to the end; \

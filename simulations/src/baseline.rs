@@ -152,6 +152,7 @@ static NEXT_PORT: AtomicU64 = AtomicU64::new(1 << 40);
 /// the peer graph is the one the simulated nodes build.
 #[derive(NetworkBehaviour)]
 struct Bare {
+    full: net::Guard,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -169,6 +170,8 @@ enum Order {
 /// What the nodes record as it happens.
 struct Record {
     epoch: Instant,
+    /// Simulated time runs this many times slower than the wall clock.
+    dilation: u32,
     /// Per message, when it was published (µs from the epoch).
     published: Mutex<Vec<Option<u64>>>,
     /// Per node, messages received: (message, µs from the epoch).
@@ -177,8 +180,9 @@ struct Record {
 }
 
 impl Record {
+    /// Simulated µs since the epoch.
     fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        (self.epoch.elapsed().as_micros() / u128::from(self.dilation)) as u64
     }
 }
 
@@ -243,7 +247,7 @@ pub fn schedule(plan: &Plan, messages: Option<usize>) -> Vec<(u64, usize)> {
 /// Encoded sizes of the offer envelopes of the plan's providers, built as a
 /// node builds them when it publishes (seq 1, lifetime the node's offer TTL).
 pub fn envelope_sizes(scenario: &Scenario, plan: &Plan) -> anyhow::Result<Vec<usize>> {
-    let config = scenario.node.config(PathBuf::new(), String::new(), Vec::new());
+    let config = scenario.node.config(PathBuf::new(), String::new(), Vec::new(), 1);
     let ttl = config.ms(&config.offer_ttl);
     let limits = Limits::default();
     let now = now_ms();
@@ -273,11 +277,13 @@ async fn baseline(scenario: &Scenario, plan: &Plan, options: &BaselineOptions) -
     let payload_bytes = sizes.get(sizes.len() / 2).copied().context("the scenario publishes no offers")?.max(8);
     let sends = schedule(plan, options.messages);
     let n = plan.initial_nodes().count();
-    let net = Network::new(plan.seed, LinkModel::from_spec(&scenario.link), n);
-    let config = scenario.node.config(PathBuf::new(), String::new(), Vec::new());
+    let dilation = scenario.time_dilation.max(1);
+    let net = Network::new(plan.seed, LinkModel::from_spec(&scenario.link), n, dilation);
+    let config = scenario.node.config(PathBuf::new(), String::new(), Vec::new(), dilation);
     let topic = net::offers_topic(FEDERATION);
     let record = Arc::new(Record {
         epoch: Instant::now(),
+        dilation,
         published: Mutex::new(vec![None; sends.len()]),
         arrivals: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
         publish_failures: AtomicU64::new(0),
@@ -300,14 +306,14 @@ async fn baseline(scenario: &Scenario, plan: &Plan, options: &BaselineOptions) -
     for (k, (node, key)) in plan.initial_nodes().zip(keys).enumerate() {
         let i = node.index;
         let transport = net.transport(i, &key)?;
-        let bare = bare(&key, config.max_peers, &topic)?;
+        let bare = bare(&key, config.max_peers, &topic, dilation)?;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_other_transport(|_| transport)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_behaviour(|_| bare)
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .with_swarm_config(|c| c.with_idle_connection_timeout(scenario.wall(120_000)))
             .build();
         let listen = addrs.get(i).map(|(a, _)| a.clone()).context("nodes up from the start come first in a plan")?;
         swarm.listen_on(listen)?;
@@ -322,15 +328,15 @@ async fn baseline(scenario: &Scenario, plan: &Plan, options: &BaselineOptions) -
         let (tx, rx) = mpsc::unbounded_channel();
         orders.push(tx);
         let target = fulcrum_node::daemon::discovery_target(config.max_peers);
-        tasks.spawn(run_node(swarm, i, topic.clone(), rx, Arc::clone(&record), target));
+        tasks.spawn(run_node(swarm, i, topic.clone(), rx, Arc::clone(&record), target, scenario.wall(10_000)));
         if k % 50 == 49 {
             tokio::task::yield_now().await;
         }
     }
 
     let warming = Instant::now();
-    let (connections_at_start, mesh_peers_mean) = warm_up(&orders).await;
-    let warmup_s = warming.elapsed().as_secs_f64();
+    let (connections_at_start, mesh_peers_mean) = warm_up(&orders, scenario).await;
+    let warmup_s = warming.elapsed().as_secs_f64() / f64::from(dilation);
 
     // The timeline.
     let traffic_at = |i: usize| {
@@ -343,7 +349,7 @@ async fn baseline(scenario: &Scenario, plan: &Plan, options: &BaselineOptions) -
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x9a71_0ad5);
     let t0 = Instant::now();
     for (index, (at_ms, publisher)) in sends.iter().enumerate() {
-        tokio::time::sleep_until(t0 + Duration::from_millis(*at_ms)).await;
+        tokio::time::sleep_until(t0 + scenario.wall(*at_ms)).await;
         // Random bytes, the first four naming the message (ids stay content
         // addressed: the payloads differ).
         let mut data = vec![0u8; payload_bytes];
@@ -355,7 +361,7 @@ async fn baseline(scenario: &Scenario, plan: &Plan, options: &BaselineOptions) -
     }
     let last = sends.last().map_or(0, |(at, _)| *at);
     let window_ms = plan.duration_ms.max(last);
-    tokio::time::sleep_until(t0 + Duration::from_millis(window_ms + scenario.drain.0)).await;
+    tokio::time::sleep_until(t0 + scenario.wall(window_ms + scenario.drain.0)).await;
     let end_us = record.now_us();
     let after: Vec<[u64; 2]> = (0..n).map(traffic_at).collect();
     let peak_kib = host::peak_kib();
@@ -446,19 +452,25 @@ async fn baseline(scenario: &Scenario, plan: &Plan, options: &BaselineOptions) -
 
 /// The behaviour of a baseline node: the node's gossipsub configuration and
 /// scoring, its connection limits and discovery.
-fn bare(key: &libp2p::identity::Keypair, max_peers: u32, topic: &gossipsub::IdentTopic) -> anyhow::Result<Bare> {
+fn bare(
+    key: &libp2p::identity::Keypair,
+    max_peers: u32,
+    topic: &gossipsub::IdentTopic,
+    dilation: u32,
+) -> anyhow::Result<Bare> {
     let peer_id = key.public().to_peer_id();
     // Anonymous, as in the node: the payload would carry its own signature.
+    let config = net::gossip_config(dilation).map_err(anyhow::Error::msg)?;
     let mut gossipsub =
-        gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, net::gossip_config().map_err(anyhow::Error::msg)?)
-            .map_err(anyhow::Error::msg)?;
-    let (params, thresholds) = net::gossip_scoring(&[topic.hash()]);
+        gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config).map_err(anyhow::Error::msg)?;
+    let (params, thresholds) = net::gossip_scoring(&[topic.hash()], dilation);
     gossipsub.with_peer_score(params, thresholds).map_err(anyhow::Error::msg)?;
     gossipsub.subscribe(topic)?;
     Ok(Bare {
+        full: net::Guard::new(max_peers),
         limits: net::limits(max_peers),
-        identify: net::identification(key),
-        kad: net::discovery(peer_id),
+        identify: net::identification(key, dilation),
+        kad: net::discovery(peer_id, dilation),
         gossipsub,
     })
 }
@@ -471,10 +483,11 @@ async fn run_node(
     mut orders: mpsc::UnboundedReceiver<Order>,
     record: Arc<Record>,
     target: usize,
+    refresh: Duration,
 ) {
     // Discovery refreshes as the node's do: every 10 s while the routing
     // table is short, then Kademlia's own every five minutes.
-    let mut kad_refresh = tokio::time::interval(Duration::from_secs(10));
+    let mut kad_refresh = tokio::time::interval(refresh);
     loop {
         tokio::select! {
             order = orders.recv() => match order {
@@ -506,7 +519,8 @@ async fn run_node(
                 let kad = &mut swarm.behaviour_mut().kad;
                 let known: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
                 if known < 20 {
-                    let _ = kad.bootstrap();
+                    let me = *swarm.local_peer_id();
+                    swarm.behaviour_mut().kad.get_closest_peers(me);
                 }
             }
         }
@@ -558,9 +572,9 @@ fn on_event(swarm: &mut Swarm<Bare>, me: usize, event: SwarmEvent<BareEvent>, re
 /// connections grew by under 1% in a second, three looks in a row, then
 /// 2.1 s (three heartbeats) for meshes to form. Returns the connections and
 /// the mean mesh peers then.
-async fn warm_up(orders: &[mpsc::UnboundedSender<Order>]) -> (u64, f64) {
+async fn warm_up(orders: &[mpsc::UnboundedSender<Order>], scenario: &Scenario) -> (u64, f64) {
     let start = Instant::now();
-    let limit = start + Duration::from_secs(60) + Duration::from_millis(60 * orders.len() as u64);
+    let limit = start + scenario.wall(60_000 + 60 * orders.len() as u64);
     let (mut last, mut steady) = (0u64, 0);
     loop {
         let (lonely, links, _) = status(orders).await;
@@ -572,9 +586,9 @@ async fn warm_up(orders: &[mpsc::UnboundedSender<Order>]) -> (u64, f64) {
             }
             break;
         }
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        tokio::time::sleep(scenario.wall(1_000)).await;
     }
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(scenario.wall(2_100)).await;
     let (_, links, mesh) = status(orders).await;
     (links / 2, mesh as f64 / orders.len().max(1) as f64)
 }
@@ -603,8 +617,8 @@ fn methodology() -> Vec<String> {
     vec![
         "Bare libp2p gossipsub on the simulator's network: the same nodes (keys, bootstrap peers, count) as the \
          scenario's plan, the same link model, the same gossipsub configuration and peer scoring as a node, and \
-         the same discovery (identify and Kademlia from the bootstrap peers, peers found dialed up to half of \
-         max_peers, the same connection limits), so that the peer graph is built as the nodes build theirs."
+         the same discovery (identify and Kademlia from the bootstrap peers, peers found dialed up to a quarter \
+         of max_peers, the same connection limits, refused before the handshake when full), so that the peer graph is built as the nodes build theirs."
             .into(),
         "Every message is random bytes of the size of an offer envelope of the plan (the median, encoded as a \
          node publishes it). The node runs gossipsub with validate_messages(); here every message is accepted \

@@ -102,6 +102,8 @@ pub struct Attacker {
     last_tick: tokio::time::Instant,
     last_dial: HashMap<PeerId, tokio::time::Instant>,
     counter: u64,
+    /// Simulated time runs this many times slower than the wall clock.
+    dilation: u32,
 }
 
 impl std::fmt::Debug for Attacker {
@@ -121,11 +123,12 @@ impl Attacker {
         stats: Arc<AttackStats>,
         seed: u64,
     ) -> anyhow::Result<Attacker> {
+        let dilation = network.dilation();
         let identity = Identity::from_secret_bytes(&secret);
         let key = net::keypair(&identity).map_err(anyhow::Error::msg)?;
         let topic = net::offers_topic(federation);
         let transport = Transport::Custom(network.transport(index, &key)?);
-        let mut swarm = net::swarm(key, transport, 64, &[topic.hash()])?;
+        let mut swarm = net::swarm(key, transport, 64, &[topic.hash()], dilation)?;
         swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
         network.register(index, port);
         swarm.listen_on(format!("/memory/{port}").parse()?)?;
@@ -141,6 +144,7 @@ impl Attacker {
             last_tick: tokio::time::Instant::now(),
             last_dial: HashMap::new(),
             counter: 0,
+            dilation,
         })
     }
 
@@ -149,7 +153,7 @@ impl Attacker {
         for addr in peers {
             let _ = self.swarm.dial(addr);
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(Duration::from_millis(10) * self.dilation);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -227,7 +231,8 @@ impl Attacker {
         let Some((targets, rate)) = self.flood.clone() else { return };
         // Paced by the clock, not by ticks, which a busy loop may skip.
         let now_instant = tokio::time::Instant::now();
-        self.credit += rate * now_instant.duration_since(self.last_tick).as_secs_f64();
+        let simulated_s = now_instant.duration_since(self.last_tick).as_secs_f64() / f64::from(self.dilation);
+        self.credit += rate * simulated_s;
         self.last_tick = now_instant;
         let n = self.credit.floor();
         self.credit -= n;
@@ -236,7 +241,8 @@ impl Attacker {
             for t in &targets {
                 if !self.swarm.is_connected(&t.peer) {
                     // Back, again and again, but one dial at a time.
-                    let due = self.last_dial.get(&t.peer).is_none_or(|at| at.elapsed() > Duration::from_millis(500));
+                    let backoff = Duration::from_millis(500) * self.dilation;
+                    let due = self.last_dial.get(&t.peer).is_none_or(|at| at.elapsed() > backoff);
                     if due {
                         self.last_dial.insert(t.peer, now_instant);
                         let _ = self.swarm.dial(t.addr.clone());

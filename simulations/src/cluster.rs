@@ -87,6 +87,7 @@ pub struct Cluster {
     net: std::sync::Arc<Network>,
     recorder: std::sync::Arc<Recorder>,
     settings: NodeSettings,
+    dilation: u32,
 }
 
 impl Cluster {
@@ -98,6 +99,7 @@ impl Cluster {
         net: std::sync::Arc<Network>,
         recorder: std::sync::Arc<Recorder>,
         settings: NodeSettings,
+        dilation: u32,
     ) -> anyhow::Result<Cluster> {
         let mut nodes = Vec::with_capacity(plan.len());
         for p in plan {
@@ -116,14 +118,14 @@ impl Cluster {
                 failure: None,
             });
         }
-        Ok(Cluster { nodes, net, recorder, settings })
+        Ok(Cluster { nodes, net, recorder, settings, dilation })
     }
 
     /// Starts node `i` from its storage, dialing `bootstrap`.
     pub fn start(&mut self, i: usize, bootstrap: &[usize]) -> anyhow::Result<()> {
         let addrs = bootstrap.iter().filter_map(|j| self.nodes.get(*j)).map(SimNode::addr).collect();
         let node = &self.nodes[i];
-        let config = self.settings.config(node.dir.clone(), format!("/memory/{}", node.port), addrs);
+        let config = self.settings.config(node.dir.clone(), format!("/memory/{}", node.port), addrs, self.dilation);
         std::fs::create_dir_all(&node.dir).with_context(|| format!("cannot create {}", node.dir.display()))?;
         let (log, recovered) = AgreementLog::open(&config.log_path())?;
         let records = recovered
@@ -233,12 +235,21 @@ impl Cluster {
 
 /// Sends one command and waits for its answer.
 pub async fn ask<T>(handles: &Handles, command: impl FnOnce(oneshot::Sender<T>) -> AdminCommand) -> Result<T, String> {
+    ask_within(handles, COMMAND_TIMEOUT, command).await
+}
+
+/// Sends one command and waits for its answer up to `timeout` (wall clock).
+pub async fn ask_within<T>(
+    handles: &Handles,
+    timeout: Duration,
+    command: impl FnOnce(oneshot::Sender<T>) -> AdminCommand,
+) -> Result<T, String> {
     let (tx, rx) = oneshot::channel();
     handles.commands.send(command(tx)).await.map_err(|_| "node is shutting down".to_owned())?;
-    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+    match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(_)) => Err("node dropped the request".into()),
-        Err(_) => Err(format!("no answer within {}s", COMMAND_TIMEOUT.as_secs())),
+        Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
     }
 }
 

@@ -71,6 +71,19 @@ impl LinkModel {
         }
     }
 
+    /// The model in wall-clock terms when simulated time runs `k` times
+    /// slower: every delay `k` times as long, `k` times fewer bits per ms.
+    pub fn dilated(self, k: u32) -> LinkModel {
+        let k = f64::from(k.max(1));
+        LinkModel {
+            latency_ms: self.latency_ms * k,
+            jitter_ms: self.jitter_ms * k,
+            rto_ms: self.rto_ms * k,
+            bits_per_ms: self.bits_per_ms / k,
+            ..self
+        }
+    }
+
     /// One draw of the one-way latency, ms.
     pub fn sample_latency(&self, rng: &mut impl Rng) -> f64 {
         let (m, j) = (self.latency_ms, self.jitter_ms);
@@ -125,6 +138,8 @@ pub struct Traffic {
 #[derive(Debug)]
 pub struct Network {
     seed: u64,
+    /// Simulated time runs this many times slower than the wall clock.
+    dilation: u32,
     model: RwLock<LinkModel>,
     partitioned: AtomicBool,
     /// Group of every node while partitioned.
@@ -136,11 +151,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network of `nodes` nodes (the Byzantine peer included).
-    pub fn new(seed: u64, model: LinkModel, nodes: usize) -> Arc<Network> {
+    /// A network of `nodes` nodes (the Byzantine peer included) whose time
+    /// runs `dilation` times slower than the wall clock: every delay of the
+    /// model is stretched by it (and its bandwidth divided).
+    pub fn new(seed: u64, model: LinkModel, nodes: usize, dilation: u32) -> Arc<Network> {
+        let dilation = dilation.max(1);
         Arc::new(Network {
             seed,
-            model: RwLock::new(model),
+            dilation,
+            model: RwLock::new(model.dilated(dilation)),
             partitioned: AtomicBool::new(false),
             groups: RwLock::new(vec![0; nodes]),
             ports: RwLock::new(HashMap::new()),
@@ -167,8 +186,18 @@ impl Network {
     /// Changes the model of every link from now on.
     pub fn set_model(&self, model: LinkModel) {
         if let Ok(mut m) = self.model.write() {
-            *m = model;
+            *m = model.dilated(self.dilation);
         }
+    }
+
+    /// How many times slower than the wall clock this network's time runs.
+    pub fn dilation(&self) -> u32 {
+        self.dilation
+    }
+
+    /// `d` of simulated time on the wall clock.
+    fn wall(&self, d: Duration) -> Duration {
+        d.saturating_mul(self.dilation)
     }
 
     /// Cuts the links between groups.
@@ -239,7 +268,7 @@ impl Network {
             .upgrade(Version::V1)
             .authenticate(noise)
             .multiplex(yamux::Config::default())
-            .timeout(Duration::from_secs(20))
+            .timeout(self.wall(Duration::from_secs(20)))
             .boxed())
     }
 
@@ -449,7 +478,7 @@ impl AsyncRead for Link {
             };
             let now = Instant::now();
             if this.net.cut(this.me, this.remote) {
-                if this.wait_until(now + PARTITION_RECHECK, cx).is_pending() {
+                if this.wait_until(now + this.net.wall(PARTITION_RECHECK), cx).is_pending() {
                     return Poll::Pending;
                 }
                 continue;
@@ -537,8 +566,23 @@ mod tests {
     }
 
     #[test]
+    fn a_dilated_network_stretches_every_delay_and_set_models_too() {
+        let base = LinkModel { loss: 0.1, bits_per_ms: 8_000.0, ..model(Distribution::Normal, 20.0, 5.0) };
+        let net = Network::new(1, base, 2, 4);
+        let m = net.model();
+        assert_eq!((m.latency_ms, m.jitter_ms, m.rto_ms, m.bits_per_ms), (80.0, 20.0, 800.0, 2_000.0));
+        assert_eq!((m.loss, m.distribution), (0.1, Distribution::Normal));
+        // A link change in the timeline is stretched as well.
+        net.set_model(model(Distribution::Fixed, 50.0, 0.0));
+        assert_eq!(net.model().latency_ms, 200.0);
+        assert_eq!(net.wall(Duration::from_millis(20)), Duration::from_millis(80));
+        // Undilated, nothing changes.
+        assert_eq!(Network::new(1, base, 2, 1).model(), base);
+    }
+
+    #[test]
     fn partitions_cut_only_between_groups() {
-        let net = Network::new(1, model(Distribution::Fixed, 1.0, 0.0), 4);
+        let net = Network::new(1, model(Distribution::Fixed, 1.0, 0.0), 4, 1);
         assert!(!net.cut(0, 3));
         net.partition(&[vec![0, 1], vec![2, 3]]);
         assert!(!net.cut(0, 1) && !net.cut(2, 3));

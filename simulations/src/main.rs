@@ -36,6 +36,10 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Run simulated time this many times slower than the wall clock
+        /// (default: the scenario's `time_dilation`).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        dilation: Option<u32>,
     },
     /// Run bare libp2p gossipsub on the scenario's network (same nodes, links,
     /// gossipsub configuration and payload size) and write baseline.json and
@@ -53,6 +57,10 @@ enum Command {
         /// (default: the offer versions the scenario's plan publishes, at its times).
         #[arg(long)]
         messages: Option<usize>,
+        /// Run simulated time this many times slower than the wall clock
+        /// (default: the scenario's `time_dilation`).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        dilation: Option<u32>,
     },
     /// List the shipped scenarios.
     List {
@@ -91,9 +99,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Baseline { scenario, seed, out, messages } => {
+        Command::Baseline { scenario, seed, out, messages, dilation } => {
             let path = fulcrum_sim::resolve(&scenario);
-            let scenario = Scenario::load(&path)?;
+            let mut scenario = Scenario::load(&path)?;
+            scenario.time_dilation = dilation.unwrap_or(scenario.time_dilation);
             let seed_used = seed.unwrap_or(scenario.seed);
             let out =
                 out.unwrap_or_else(|| PathBuf::from(format!("sim-reports/{}-{seed_used}-baseline", scenario.name)));
@@ -108,9 +117,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("report: {}", out.join("baseline.md").display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, seed, out, work_dir, log_level, quiet } => {
+        Command::Run { scenario, seed, out, work_dir, log_level, quiet, dilation } => {
             let path = fulcrum_sim::resolve(&scenario);
-            let scenario = Scenario::load(&path)?;
+            let mut scenario = Scenario::load(&path)?;
+            scenario.time_dilation = dilation.unwrap_or(scenario.time_dilation);
             let seed_used = seed.unwrap_or(scenario.seed);
             let out = out.unwrap_or_else(|| PathBuf::from(format!("sim-reports/{}-{seed_used}", scenario.name)));
             std::fs::create_dir_all(&out)?;
@@ -124,8 +134,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .init();
             use std::io::IsTerminal;
             let options = RunOptions { seed, progress: !quiet && std::io::stderr().is_terminal(), work_dir };
+            let slowed = match scenario.time_dilation {
+                1 => String::new(),
+                k => format!(", time {k}x slower than the wall clock"),
+            };
             eprintln!(
-                "running {} ({} nodes, {}) with seed {seed_used}",
+                "running {} ({} nodes, {}{slowed}) with seed {seed_used}",
                 scenario.name,
                 scenario.nodes.providers + scenario.nodes.consumers,
                 String::from(scenario.duration)

@@ -60,6 +60,8 @@ pub struct NodeRecord {
 #[derive(Debug)]
 pub struct Recorder {
     epoch: Instant,
+    /// Simulated time runs this many times slower than the wall clock.
+    dilation: u32,
     offers: HashMap<OfferKey, u32>,
     providers: HashMap<PublicKey, u32>,
     /// Every offer version published, in order.
@@ -72,9 +74,11 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder for the planned offers (`offers[i]` is offer `i`) and nodes.
-    pub fn new(epoch: Instant, offers: Vec<OfferKey>, nodes: &[PublicKey]) -> Arc<Recorder> {
+    /// Times are simulated time: wall-clock time divided by `dilation`.
+    pub fn new(epoch: Instant, dilation: u32, offers: Vec<OfferKey>, nodes: &[PublicKey]) -> Arc<Recorder> {
         Arc::new(Recorder {
             epoch,
+            dilation: dilation.max(1),
             offers: offers.into_iter().enumerate().map(|(i, k)| (k, i as u32)).collect(),
             providers: nodes.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect(),
             published: Mutex::new(Vec::new()),
@@ -83,14 +87,19 @@ impl Recorder {
         })
     }
 
-    /// µs since the epoch.
+    /// Simulated µs since the epoch.
     pub fn now_us(&self) -> u64 {
         self.at_us(Instant::now())
     }
 
-    /// µs from the epoch to `t`.
+    /// Simulated µs from the epoch to `t`.
     pub fn at_us(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.epoch).as_micros() as u64
+        (t.saturating_duration_since(self.epoch).as_micros() / u128::from(self.dilation)) as u64
+    }
+
+    /// `ms` of simulated time on the wall clock.
+    pub fn wall(&self, ms: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(ms.saturating_mul(u64::from(self.dilation)))
     }
 
     /// The observer hook of node `node`.
@@ -170,7 +179,20 @@ pub fn exact_arrival(arrivals: &[Arrival], offer: u32, seq: u64) -> Option<u64> 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn a_dilated_recorder_keeps_simulated_time() {
+        let epoch = Instant::now();
+        let r = Recorder::new(epoch, 5, Vec::new(), &[]);
+        assert_eq!(r.at_us(epoch + Duration::from_millis(500)), 100_000);
+        assert_eq!(r.wall(100), Duration::from_millis(500));
+        let plain = Recorder::new(epoch, 1, Vec::new(), &[]);
+        assert_eq!(plain.at_us(epoch + Duration::from_millis(500)), 500_000);
+        assert_eq!(plain.wall(100), Duration::from_millis(100));
+    }
 
     #[test]
     fn newer_versions_count_as_arrival_of_older_ones() {

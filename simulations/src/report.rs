@@ -355,6 +355,9 @@ pub struct Report {
     pub duration_s: f64,
     /// Wall time of the run, s.
     pub wall_time_s: f64,
+    /// Simulated time ran this many times slower than the wall clock; every
+    /// other time in the report is simulated time.
+    pub time_dilation: u32,
     /// Time to start the nodes up from the start, s.
     pub startup_s: f64,
     /// Time for the mesh to form, s.
@@ -461,6 +464,15 @@ impl Report {
                 format!("{} Mbit/s", self.link.bandwidth_mbps)
             },
         );
+        if self.time_dilation > 1 {
+            let _ = writeln!(
+                o,
+                "Time ran {} times slower than the wall clock, to give each node {} times the CPU per simulated \
+                 second; every time in this report is simulated time (wall-clock time divided by {}), except the \
+                 wall time and the CPU time of the process.\n",
+                self.time_dilation, self.time_dilation, self.time_dilation
+            );
+        }
         let _ = writeln!(o, "## Targets\n\n| target | measured | met |\n|---|---|---|");
         for t in &self.targets {
             let met = match t.met {

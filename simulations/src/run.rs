@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::byzantine::{AttackStats, Attacker, Order, Target, rewrite_log};
-use crate::cluster::{Cluster, ask, offer_terms};
+use crate::cluster::{COMMAND_TIMEOUT, Cluster, ask, ask_within, offer_terms};
 use crate::link::{LinkModel, Network};
 use crate::observe::{Arrival, Published, Recorder};
 use crate::plan::{Action, PlaceSpec, Plan, Role};
@@ -249,7 +249,8 @@ impl Simulation<'_> {
         };
         let epoch = Instant::now();
         let total = plan.nodes.len() + 1;
-        let net = Network::new(plan.seed, LinkModel::from_spec(&scenario.link), total);
+        let k = scenario.time_dilation.max(1);
+        let net = Network::new(plan.seed, LinkModel::from_spec(&scenario.link), total, k);
         let mut offers = Vec::new();
         let mut offer_keys = Vec::new();
         let keys: Vec<PublicKey> = plan.nodes.iter().map(|n| Identity::from_secret_bytes(&n.secret).public()).collect();
@@ -259,7 +260,7 @@ impl Simulation<'_> {
                 offer_keys.push(OfferKey { provider: keys[n.index], offer_id: o.offer_id.clone() });
             }
         }
-        let recorder = Recorder::new(epoch, offer_keys, &keys);
+        let recorder = Recorder::new(epoch, k, offer_keys, &keys);
         let first_port = NEXT_PORT.fetch_add(total as u64 + 16, Ordering::Relaxed);
         let cluster = Cluster::new(
             &plan.nodes,
@@ -268,6 +269,7 @@ impl Simulation<'_> {
             Arc::clone(&net),
             Arc::clone(&recorder),
             scenario.node.clone(),
+            k,
         )?;
         let (requests, mut requests_rx) = mpsc::unbounded_channel();
         let mut sim = Simulation {
@@ -291,7 +293,7 @@ impl Simulation<'_> {
 
         let bar = sim.progress_bar(options.progress);
         let samples = Arc::new(Mutex::new(Vec::new()));
-        let sampler = tokio::spawn(sample_memory(epoch, Arc::clone(&samples)));
+        let sampler = tokio::spawn(sample_memory(Arc::clone(&sim.recorder), Arc::clone(&samples)));
 
         phase(&bar, "starting nodes");
         let starting = Instant::now();
@@ -317,16 +319,16 @@ impl Simulation<'_> {
         tracing::info!(startup_ms, warmup_ms, "timeline starts");
         let ticker = tokio::spawn(tick_progress(
             bar.clone(),
-            t0,
+            t0_us,
             sim.plan.duration_ms,
             Arc::clone(&sim.live),
             Arc::clone(&sim.recorder),
         ));
         let events = std::mem::take(&mut sim.plan.events);
         let mut next = 0;
-        let end = t0 + Duration::from_millis(sim.plan.duration_ms);
+        let end = t0 + scenario.wall(sim.plan.duration_ms);
         loop {
-            let due = events.get(next).map_or(end, |e| t0 + Duration::from_millis(e.at_ms));
+            let due = events.get(next).map_or(end, |e| t0 + scenario.wall(e.at_ms));
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {
                     let Some(event) = events.get(next) else { break };
@@ -343,8 +345,8 @@ impl Simulation<'_> {
         sim.plan.events = events;
         // Let what is in flight land: placements up to their deadline, gossip.
         phase(&bar, "draining");
-        let drain = Instant::now() + Duration::from_millis(sim.scenario.drain.0);
-        let deadline = Instant::now() + Duration::from_millis(sim.place_deadline_ms() + 10_000);
+        let drain = Instant::now() + scenario.wall(sim.scenario.drain.0);
+        let deadline = Instant::now() + scenario.wall(sim.place_deadline_ms() + 10_000);
         let mut check = tokio::time::interval(Duration::from_millis(100));
         while Instant::now() < drain.max(deadline) {
             if sim.live.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= drain {
@@ -408,7 +410,7 @@ impl Simulation<'_> {
     async fn warm_up(&self) -> (u64, u64) {
         let start = Instant::now();
         let up: Vec<usize> = (0..self.cluster.nodes.len()).filter(|i| self.cluster.nodes[*i].is_up()).collect();
-        let limit = start + Duration::from_secs(60) + Duration::from_millis(60 * up.len() as u64);
+        let limit = start + self.scenario.wall(60_000 + 60 * up.len() as u64);
         let mut last = 0u64;
         let mut steady = 0;
         loop {
@@ -432,10 +434,10 @@ impl Simulation<'_> {
                 tracing::info!(connections = links / 2, "mesh formed");
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            tokio::time::sleep(self.scenario.wall(1_000)).await;
         }
-        tokio::time::sleep(Duration::from_millis(2_100)).await;
-        (start.elapsed().as_millis() as u64, last / 2)
+        tokio::time::sleep(self.scenario.wall(2_100)).await;
+        (self.recorder.now_us().saturating_sub(self.recorder.at_us(start)) / 1000, last / 2)
     }
 
     fn start_attacker(&mut self, port: u64) -> anyhow::Result<()> {
@@ -547,7 +549,7 @@ impl Simulation<'_> {
             Action::Equivocate { node, bootstrap } => {
                 self.cluster.kill(*node).await;
                 let n = &self.cluster.nodes[*node];
-                let config = self.scenario.node.config(n.dir.clone(), String::new(), Vec::new());
+                let config = self.scenario.node.config(n.dir.clone(), String::new(), Vec::new(), 1);
                 let (log, index, seed) = (config.log_path(), config.index_path(), self.plan.seed ^ *node as u64);
                 let (before, after) = tokio::task::spawn_blocking(move || rewrite_log(&log, &index, 3, seed)).await??;
                 self.cluster.nodes[*node].equivocated = true;
@@ -636,13 +638,20 @@ impl Simulation<'_> {
             ..Default::default()
         };
         let (consumer, release) = (spec.consumer, spec.release_after_ms);
+        let wall = {
+            let recorder = Arc::clone(&self.recorder);
+            move |ms: u64| recorder.wall(ms)
+        };
+        // A placement answers by its deadline; the command timeout is only
+        // there for a node that hangs.
+        let within = COMMAND_TIMEOUT.max(self.recorder.wall(self.place_deadline_ms() + 60_000));
         let (placements, live, recorder, requests) =
             (Arc::clone(&self.placements), Arc::clone(&self.live), Arc::clone(&self.recorder), self.requests.clone());
         self.live.in_flight.fetch_add(1, Ordering::Relaxed);
         self.tasks.spawn(async move {
-            let sent = Instant::now();
-            let answer = ask(&h, |tx| AdminCommand::Place(request, tx)).await;
-            let latency_us = sent.elapsed().as_micros() as u64;
+            let sent = recorder.now_us();
+            let answer = ask_within(&h, within, |tx| AdminCommand::Place(request, tx)).await;
+            let latency_us = recorder.now_us().saturating_sub(sent);
             let (outcome, ids) = match answer {
                 Ok(Ok(result)) if !result.contracts.is_empty() => {
                     let units = result.contracts.iter().filter_map(|c| c.body.as_ref()).map(|b| b.units).sum();
@@ -667,13 +676,13 @@ impl Simulation<'_> {
                 }
             }
             if let Ok(mut p) = placements.lock() {
-                p.push(Placement { at_us: recorder.at_us(sent), latency_us, consumer, outcome });
+                p.push(Placement { at_us: sent, latency_us, consumer, outcome });
             }
             live.in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Some(after) = release
                 && !ids.is_empty()
             {
-                tokio::time::sleep(Duration::from_millis(after)).await;
+                tokio::time::sleep(wall(after)).await;
                 let _ = requests.send(Request::Release { consumer, contracts: ids });
             }
         });
@@ -774,7 +783,7 @@ impl Simulation<'_> {
         let mut nodes = Vec::with_capacity(n);
         let mut arrivals = Vec::with_capacity(n);
         for (i, node) in self.cluster.nodes.iter().enumerate() {
-            let config = self.scenario.node.config(node.dir.clone(), String::new(), Vec::new());
+            let config = self.scenario.node.config(node.dir.clone(), String::new(), Vec::new(), 1);
             let records = if node.up.is_empty() { Ok(Vec::new()) } else { read_records(&config.log_path()) };
             let r = &self.recorder.nodes[i];
             let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -854,13 +863,13 @@ fn read_records(path: &Path) -> Result<Vec<Record>, String> {
     frames.iter().enumerate().map(|(i, f)| Record::from_cbor(f).map_err(|e| format!("record {i}: {e}"))).collect()
 }
 
-async fn tick_progress(bar: ProgressBar, t0: Instant, duration_ms: u64, live: Arc<Live>, recorder: Arc<Recorder>) {
+async fn tick_progress(bar: ProgressBar, t0_us: u64, duration_ms: u64, live: Arc<Live>, recorder: Arc<Recorder>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next_line = 0u64;
     loop {
         tick.tick().await;
-        let elapsed = t0.elapsed().as_millis() as u64;
+        let elapsed = recorder.now_us().saturating_sub(t0_us) / 1000;
         bar.set_position(elapsed.min(duration_ms));
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let message = format!(
@@ -882,11 +891,11 @@ async fn tick_progress(bar: ProgressBar, t0: Instant, duration_ms: u64, live: Ar
     }
 }
 
-async fn sample_memory(epoch: Instant, samples: Arc<Mutex<Vec<(f64, f64)>>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+async fn sample_memory(recorder: Arc<Recorder>, samples: Arc<Mutex<Vec<(f64, f64)>>>) {
+    let mut tick = tokio::time::interval(recorder.wall(1_000));
     loop {
         tick.tick().await;
-        let t = epoch.elapsed().as_secs_f64();
+        let t = recorder.now_us() as f64 / 1e6;
         if let Ok(mut s) = samples.lock() {
             s.push((t, host::rss_kib() as f64 / 1024.0));
         }

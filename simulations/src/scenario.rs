@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use fulcrum_node::config::NodeConfig;
 use fulcrum_node::offer_file::{format_duration_ms, format_micros, parse_duration_ms, parse_price_micros};
+use fulcrum_protocol::limits::Limits;
 use fulcrum_protocol::offer::Country;
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +120,18 @@ pub struct Scenario {
     /// The fault timeline.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// How many times slower than the wall clock simulated time runs (1 to
+    /// 100; `--dilation` overrides it). Every node shares this machine's
+    /// CPUs; slowing time down by `k` gives each node `k` times the CPU per
+    /// simulated second, as if it ran on a machine of its own. Links, the
+    /// timeline, node settings and every interval inside the nodes are
+    /// stretched by `k`; every figure of the report is in simulated time.
+    #[serde(default = "default_dilation")]
+    pub time_dilation: u32,
+}
+
+fn default_dilation() -> u32 {
+    1
 }
 
 fn default_drain() -> Dur {
@@ -198,8 +211,10 @@ impl Default for NodeSettings {
 }
 
 impl NodeSettings {
-    /// The node configuration of a simulated node.
-    pub fn config(&self, data_dir: PathBuf, listen: String, bootstrap: Vec<String>) -> NodeConfig {
+    /// The node configuration of a simulated node whose time runs
+    /// `dilation` times slower than the wall clock: every duration of the
+    /// configuration (set here or the daemon's default) is stretched by it.
+    pub fn config(&self, data_dir: PathBuf, listen: String, bootstrap: Vec<String>, dilation: u32) -> NodeConfig {
         let mut c = NodeConfig {
             data_dir,
             federation: "sim".into(),
@@ -231,6 +246,28 @@ impl NodeSettings {
         }
         if let Some(v) = self.peer_burst {
             c.peer_burst = v;
+        }
+        c.time_dilation = dilation.max(1);
+        let k = u64::from(c.time_dilation);
+        for field in [
+            &mut c.offer_ttl,
+            &mut c.hold_ttl,
+            &mut c.reply_timeout,
+            &mut c.place_deadline,
+            &mut c.checkpoint_interval,
+            &mut c.audit_interval,
+            &mut c.audit_grace,
+            &mut c.audit_recheck,
+            &mut c.evidence_republish,
+        ] {
+            if let Ok(ms) = parse_duration_ms(field) {
+                *field = String::from(Dur(ms.saturating_mul(k)));
+            }
+        }
+        // Offers live at most the protocol's longest offer lifetime.
+        let longest = Limits::default().max_offer_ttl_ms;
+        if c.ms(&c.offer_ttl) > longest {
+            c.offer_ttl = String::from(Dur(longest));
         }
         c
     }
@@ -648,6 +685,8 @@ impl FaultSpec {
 
 /// Most nodes a scenario may start in all (joins included).
 pub const MAX_NODES: u64 = 20_000;
+/// Largest time dilation a scenario may ask for.
+pub const MAX_DILATION: u32 = 100;
 
 impl Scenario {
     /// Reads and checks a scenario file.
@@ -695,6 +734,11 @@ impl Scenario {
         }
     }
 
+    /// `ms` of simulated time on the wall clock: `time_dilation` times as long.
+    pub fn wall(&self, ms: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(ms.saturating_mul(u64::from(self.time_dilation.max(1))))
+    }
+
     /// Checks every value; the error names the field.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |field: &str, message: String| Err((field.to_owned(), message));
@@ -711,6 +755,9 @@ impl Scenario {
         if self.drain.0 > 600_000 {
             return bad("drain", "must be at most 10m".into());
         }
+        if !(1..=MAX_DILATION).contains(&self.time_dilation) {
+            return bad("time_dilation", format!("must be 1 to {MAX_DILATION}"));
+        }
         let n = &self.nodes;
         if n.providers == 0 {
             return bad("nodes.providers", "must be at least 1: someone has to offer capacity".into());
@@ -722,7 +769,7 @@ impl Scenario {
             return bad("nodes.bootstrap_peers", "must be 1 to 64".into());
         }
         // The node settings are checked by the daemon's own validator.
-        let config = self.node.config(PathBuf::from("sim"), "/memory/1".into(), Vec::new());
+        let config = self.node.config(PathBuf::from("sim"), "/memory/1".into(), Vec::new(), self.time_dilation);
         if let Err(e) = config.validate() {
             return bad("node", e.to_string());
         }

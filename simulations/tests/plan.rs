@@ -107,6 +107,38 @@ fn variant(replace: &str, with: &str) -> Result<Scenario, ScenarioError> {
 }
 
 #[test]
+fn dilation_stretches_every_duration_of_the_node_settings() {
+    let s = variant("seed = 1", "seed = 1\ntime_dilation = 4").unwrap();
+    assert_eq!(s.time_dilation, 4);
+    assert_eq!(s.wall(1_500), std::time::Duration::from_millis(6_000));
+    let plain = s.node.config("a".into(), String::new(), Vec::new(), 1);
+    let slow = s.node.config("a".into(), String::new(), Vec::new(), 4);
+    assert_eq!((plain.time_dilation, slow.time_dilation), (1, 4));
+    // Set by the scenario and the daemon's defaults alike.
+    for (name, a, b) in [
+        ("hold_ttl", &plain.hold_ttl, &slow.hold_ttl),
+        ("reply_timeout", &plain.reply_timeout, &slow.reply_timeout),
+        ("place_deadline", &plain.place_deadline, &slow.place_deadline),
+        ("checkpoint_interval", &plain.checkpoint_interval, &slow.checkpoint_interval),
+        ("audit_interval", &plain.audit_interval, &slow.audit_interval),
+        ("audit_grace", &plain.audit_grace, &slow.audit_grace),
+        ("audit_recheck", &plain.audit_recheck, &slow.audit_recheck),
+        ("evidence_republish", &plain.evidence_republish, &slow.evidence_republish),
+        ("offer_ttl", &plain.offer_ttl, &slow.offer_ttl),
+    ] {
+        assert!(plain.ms(a) > 0, "{name}");
+        assert_eq!(slow.ms(b), 4 * plain.ms(a), "{name}: {a} and {b}");
+    }
+    assert!(slow.validate().is_ok());
+    // An offer lives at most a day, however slow time runs.
+    let slowest = s.node.config("a".into(), String::new(), Vec::new(), 100);
+    assert_eq!(slowest.ms(&slowest.offer_ttl), 24 * 3_600_000);
+    assert!(slowest.validate().is_ok());
+    // The plan is the same: only the clock it runs on changes.
+    assert_eq!(Plan::generate(&s, 7), Plan::generate(&load("quickstart"), 7));
+}
+
+#[test]
 fn bad_scenarios_are_refused_with_the_field_named() {
     let cases: &[(&str, &str, &str)] = &[
         ("providers = 3", "providers = 3\nnodez = 1", "unknown field `nodez`"),
@@ -121,6 +153,8 @@ fn bad_scenarios_are_refused_with_the_field_named() {
         ("price = [\"0.20\", \"0.30\"]", "price = [\"0.30\", \"0.20\"]", "flavours[0].price"),
         ("countries = [[], [\"DE\"], [\"DE\", \"FR\"]]", "countries = [[\"XX1\"]]", "workload.countries[0]"),
         ("hold_ttl = \"10s\"", "hold_ttl = \"0s\"", "node"),
+        ("seed = 1", "seed = 1\ntime_dilation = 0", "time_dilation"),
+        ("seed = 1", "seed = 1\ntime_dilation = 101", "time_dilation"),
         ("", "[[faults]]\nkind = \"explode\"\nat = \"1s\"", "unknown variant `explode`"),
         (
             "",

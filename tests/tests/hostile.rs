@@ -71,7 +71,7 @@ impl Attacker {
             .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
             .unwrap()
             .with_behaviour(|k| {
-                let mut b = net::behaviour(k, 8, std::slice::from_ref(&hash)).unwrap();
+                let mut b = net::behaviour(k, 8, std::slice::from_ref(&hash), 1).unwrap();
                 // The attacker's own gossipsub lets oversized messages out.
                 let cfg = gossipsub::ConfigBuilder::default()
                     .validation_mode(gossipsub::ValidationMode::Anonymous)

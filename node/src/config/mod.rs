@@ -9,6 +9,7 @@ mod keyfile;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -132,6 +133,18 @@ pub struct NodeConfig {
     /// Commands run when a contract becomes active, is terminated or
     /// expires (`[hooks]`; set in the file only, since a command is a list).
     pub hooks: HooksConfig,
+    /// How many times slower than the wall clock this node's time runs: 1 in
+    /// `fulcrumd`. The simulator slows time down to give a thousand nodes on
+    /// one machine the CPU each would have on its own: every fixed interval
+    /// and timeout of the node (ticks, libp2p's timers, rate limits) is
+    /// multiplied by it, as the simulator does with the durations above and
+    /// its links. Not read from the file.
+    #[serde(skip, default = "one")]
+    pub time_dilation: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for NodeConfig {
@@ -165,6 +178,7 @@ impl Default for NodeConfig {
             metrics_listen: "127.0.0.1:9464".into(),
             offers_dir: None,
             hooks: HooksConfig::default(),
+            time_dilation: 1,
         }
     }
 }
@@ -421,6 +435,16 @@ impl NodeConfig {
     /// A duration field in ms (validated by [`NodeConfig::validate`]).
     pub fn ms(&self, value: &str) -> u64 {
         parse_duration_ms(value).unwrap_or(0)
+    }
+
+    /// A fixed interval of the node, in this node's time (see `time_dilation`).
+    pub fn dilated(&self, d: Duration) -> Duration {
+        d.saturating_mul(self.time_dilation.max(1))
+    }
+
+    /// [`NodeConfig::dilated`] for milliseconds.
+    pub fn dilated_ms(&self, ms: u64) -> u64 {
+        ms.saturating_mul(u64::from(self.time_dilation.max(1)))
     }
 
     /// The admin socket path.

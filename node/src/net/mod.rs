@@ -4,6 +4,7 @@
 //! between protocol keys and PeerIds; per-peer rate limits.
 
 mod codec;
+mod full;
 mod rate;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use libp2p::{PeerId, StreamProtocol, Swarm, connection_limits, identify, identit
 use sha2::{Digest, Sha256};
 
 pub use codec::BytesCodec;
+pub use full::{Full, Guard};
 pub use rate::RateLimiter;
 
 /// Protocol of negotiation messages.
@@ -46,6 +48,8 @@ pub const MAX_PROOF_RESPONSE_BYTES: usize = 16 * 1024;
 /// The composed behaviour.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses connections before their handshake while the node is full.
+    pub full: Guard,
     /// Connection limits.
     pub limits: connection_limits::Behaviour,
     /// Identify: addresses and protocols of peers.
@@ -101,15 +105,18 @@ impl std::fmt::Debug for Transport {
 }
 
 /// Builds the swarm of a node: the behaviour over `transport`.
+/// `dilation` is the node's [`time_dilation`](crate::config::NodeConfig::time_dilation):
+/// every libp2p interval and timeout set here is multiplied by it.
 pub fn swarm(
     key: identity::Keypair,
     transport: Transport,
     max_peers: u32,
     topics: &[TopicHash],
+    dilation: u32,
 ) -> anyhow::Result<Swarm<Behaviour>> {
-    let idle = Duration::from_secs(120);
+    let idle = dilate(Duration::from_secs(120), dilation);
     let make = |key: &identity::Keypair| {
-        behaviour(key, max_peers, topics).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        behaviour(key, max_peers, topics, dilation).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
     };
     Ok(match transport {
         Transport::TcpQuic => libp2p::SwarmBuilder::with_existing_identity(key)
@@ -135,24 +142,44 @@ pub fn swarm(
     })
 }
 
+/// `d` in a node's time: `dilation` times as long (see
+/// [`NodeConfig::time_dilation`](crate::config::NodeConfig::time_dilation)).
+pub fn dilate(d: Duration, dilation: u32) -> Duration {
+    d.saturating_mul(dilation.max(1))
+}
+
 /// The gossipsub configuration of a node: anonymous, content-addressed
 /// message ids (SHA-256 of the payload), messages forwarded only once the
 /// application validated them, Fulcrum's largest message and heartbeat.
-pub fn gossip_config() -> Result<gossipsub::Config, String> {
+/// Every interval of gossipsub's is multiplied by `dilation`.
+pub fn gossip_config(dilation: u32) -> Result<gossipsub::Config, String> {
+    let base = gossipsub::Config::default();
+    let d = |t: Duration| dilate(t, dilation);
     gossipsub::ConfigBuilder::default()
         .validation_mode(ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(|m: &gossipsub::Message| MessageId::from(Sha256::digest(&m.data).to_vec()))
         .max_transmit_size(MAX_GOSSIP_BYTES)
-        .heartbeat_interval(Duration::from_millis(700))
+        .heartbeat_interval(d(Duration::from_millis(700)))
+        .heartbeat_initial_delay(d(base.heartbeat_initial_delay()))
+        .fanout_ttl(d(base.fanout_ttl()))
+        .duplicate_cache_time(d(base.duplicate_cache_time()))
+        .prune_backoff(d(base.prune_backoff()))
+        .unsubscribe_backoff(d(base.unsubscribe_backoff()))
+        .graft_flood_threshold(d(base.graft_flood_threshold()))
+        .iwant_followup_time(d(base.iwant_followup_time()))
+        .publish_queue_duration(d(base.publish_queue_duration()))
+        .forward_queue_duration(d(base.forward_queue_duration()))
         .build()
         .map_err(|e| format!("gossipsub config: {e}"))
 }
 
-/// Kademlia as a node runs it: server mode on the federation's protocol.
-pub fn discovery(peer_id: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+/// Kademlia as a node runs it: server mode on the federation's protocol,
+/// its timeouts and periodic bootstrap multiplied by `dilation`.
+pub fn discovery(peer_id: PeerId, dilation: u32) -> kad::Behaviour<kad::store::MemoryStore> {
     let mut config = kad::Config::new(KAD_PROTOCOL);
-    config.set_query_timeout(Duration::from_secs(30));
+    config.set_query_timeout(dilate(Duration::from_secs(30), dilation));
+    config.set_periodic_bootstrap_interval(Some(dilate(Duration::from_secs(300), dilation)));
     let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), config);
     kad.set_mode(Some(kad::Mode::Server));
     kad
@@ -169,32 +196,42 @@ pub fn limits(max_peers: u32) -> connection_limits::Behaviour {
     )
 }
 
-/// Identify, under the node's agent protocol.
-pub fn identification(key: &identity::Keypair) -> identify::Behaviour {
-    identify::Behaviour::new(identify::Config::new("/fulcrum/1.0.0".into(), key.public()))
+/// Identify, under the node's agent protocol, pushed again every five
+/// minutes (times `dilation`).
+pub fn identification(key: &identity::Keypair, dilation: u32) -> identify::Behaviour {
+    identify::Behaviour::new(
+        identify::Config::new("/fulcrum/1.0.0".into(), key.public())
+            .with_interval(dilate(Duration::from_secs(300), dilation)),
+    )
 }
 
 /// Builds the behaviour. Gossipsub runs anonymous with content-addressed ids:
 /// every payload is already a signed envelope, so a second (gossipsub)
 /// signature would only double the verification work.
-pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) -> Result<Behaviour, String> {
+pub fn behaviour(
+    key: &identity::Keypair,
+    max_peers: u32,
+    topics: &[TopicHash],
+    dilation: u32,
+) -> Result<Behaviour, String> {
     let peer_id = key.public().to_peer_id();
-    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config()?)?;
-    let (params, thresholds) = gossip_scoring(topics);
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config(dilation)?)?;
+    let (params, thresholds) = gossip_scoring(topics, dilation);
     gossipsub.with_peer_score(params, thresholds)?;
-    let kad = discovery(peer_id);
+    let kad = discovery(peer_id, dilation);
     let rr = |protocol, max_request, max_response| {
         request_response::Behaviour::with_codec(
             BytesCodec::new(max_request, max_response),
             [(protocol, request_response::ProtocolSupport::Full)],
             request_response::Config::default()
-                .with_request_timeout(Duration::from_secs(10))
+                .with_request_timeout(dilate(Duration::from_secs(10), dilation))
                 .with_max_concurrent_streams(256),
         )
     };
     Ok(Behaviour {
+        full: Guard::new(max_peers),
         limits: limits(max_peers),
-        identify: identification(key),
+        identify: identification(key, dilation),
         kad,
         gossipsub,
         negotiate: rr(NEGOTIATE_PROTOCOL, MAX_NEGOTIATION_BYTES, MAX_NEGOTIATION_BYTES),
@@ -207,7 +244,12 @@ pub fn behaviour(key: &identity::Keypair, max_peers: u32, topics: &[TopicHash]) 
 /// Peer scoring tuned for a quiet mesh: offers and checkpoints are rare, so the default
 /// penalties for delivering few messages would graylist honest peers. What
 /// costs score here is sending invalid messages.
-pub fn gossip_scoring(topics: &[TopicHash]) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+pub fn gossip_scoring(
+    topics: &[TopicHash],
+    dilation: u32,
+) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let d = |t: Duration| dilate(t, dilation);
+    let defaults = gossipsub::TopicScoreParams::default();
     let topic = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         time_in_mesh_weight: 0.01,
@@ -217,9 +259,14 @@ pub fn gossip_scoring(topics: &[TopicHash]) -> (gossipsub::PeerScoreParams, goss
         mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -100.0,
         invalid_message_deliveries_decay: 0.5,
-        ..gossipsub::TopicScoreParams::default()
+        time_in_mesh_quantum: d(defaults.time_in_mesh_quantum),
+        mesh_message_deliveries_window: d(defaults.mesh_message_deliveries_window),
+        mesh_message_deliveries_activation: d(defaults.mesh_message_deliveries_activation),
+        ..defaults
     };
     let mut params = gossipsub::PeerScoreParams::default();
+    params.decay_interval = d(params.decay_interval);
+    params.retain_score = d(params.retain_score);
     for hash in topics {
         params.topics.insert(hash.clone(), topic.clone());
     }

@@ -22,8 +22,8 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// `per_sec` sustained, `burst` at once.
-    pub fn new(per_sec: u32, burst: u32) -> RateLimiter {
-        RateLimiter { per_sec: f64::from(per_sec), burst: f64::from(burst.max(1)), buckets: HashMap::new() }
+    pub fn new(per_sec: f64, burst: u32) -> RateLimiter {
+        RateLimiter { per_sec: per_sec.max(0.0), burst: f64::from(burst.max(1)), buckets: HashMap::new() }
     }
 
     /// Takes one token for `peer` at `now_ms`; false when the peer is over its rate.
@@ -53,7 +53,7 @@ mod tests {
 
     #[test]
     fn burst_then_sustained_rate() {
-        let mut r = RateLimiter::new(10, 5);
+        let mut r = RateLimiter::new(10.0, 5);
         let p = PeerId::random();
         assert_eq!((0..8).filter(|_| r.allow(p, 0)).count(), 5);
         assert!(!r.allow(p, 50));
