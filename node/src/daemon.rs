@@ -66,6 +66,8 @@ const MAX_SYNC_PAGES: u32 = 1_200;
 /// A node joining a large federation connects to dozens of peers that all
 /// hold the same book.
 const MAX_CONCURRENT_SYNCS: usize = 4;
+/// Whole books a node pulls after it starts before a fresh one is enough.
+const SYNCS_BEFORE_FRESH: u32 = 4;
 /// How long a whole book pulled from a peer counts as fresh.
 const SYNC_FRESH: Duration = Duration::from_secs(60);
 /// Shared contracts asked about per audit round.
@@ -914,16 +916,16 @@ impl Node {
                     self.ask_proof(key, wire::proof_request::Request::Consistency(request), ProofAsk::Consistency(key));
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(result),
+                ..
+            })) => self.on_lookup(result),
             // Peers discovered are dialled while the node has fewer than a
             // quarter of its `max_peers`: every node dials about as many as
             // dial it, so a federation settles at about half the limit, and
             // the rest is room for counterparties of negotiations. Nodes that
             // dialled up to half their limit filled each other up to it, and
             // a full node can neither be proposed to nor reach a provider.
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::GetClosestPeers(result),
-                ..
-            })) => self.on_lookup(result),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
                 if !self.swarm.is_connected(&peer)
                     && self.swarm.connected_peers().count() < discovery_target(self.config.max_peers) =>
@@ -1128,7 +1130,11 @@ impl Node {
             Ok(ok) => (ok.key, ok.peers),
             Err(kad::GetClosestPeersError::Timeout { key, peers }) => (key, peers),
         };
+        // The refresh's lookups of this node's own key end here too.
         let Ok(target) = PeerId::from_bytes(&key) else { return };
+        if target == *self.swarm.local_peer_id() {
+            return;
+        }
         let Some(found) = peers.into_iter().find(|p| p.peer_id == target) else {
             debug!(peer = %target, "lookup did not find the peer");
             return;
@@ -1241,7 +1247,7 @@ impl Node {
         // brought it; pulling the book again from every connection a lookup
         // or a negotiation opens would cost each of them a full book.
         let recently = self.last_sync_done.is_some_and(|at| at.elapsed() < self.config.dilated(SYNC_FRESH));
-        if self.syncs_done >= MAX_CONCURRENT_SYNCS as u32 && recently {
+        if self.syncs_done >= SYNCS_BEFORE_FRESH && recently {
             return;
         }
         if self.syncing.len() >= MAX_CONCURRENT_SYNCS {
